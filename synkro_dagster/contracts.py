@@ -66,6 +66,10 @@ class Part:
 
     name: str = "stream"
     isolated: bool = False
+    # A content hash (files): the data layer records it in synkro.processed_files in the same
+    # transaction as the part's rows and skips a part whose identity is already recorded, so a
+    # file is loaded exactly once even if moving it after the commit never happened.
+    identity: str | None = None
 
     def batches(self) -> Iterator[Batch]:
         raise NotImplementedError
@@ -74,7 +78,8 @@ class Part:
         """Runs inside the load transaction after the part's rows are staged (a SQLAlchemy Connection)."""
 
     def after_commit(self) -> None:
-        """Runs after the transaction committed (e.g. move the file to processed/)."""
+        """Runs after the transaction committed, also for a part skipped as already loaded
+        (e.g. move the file to processed/)."""
 
     def rejected(self, error: SourceDataError) -> None:
         """Runs after an isolated part was rolled back because of `error` (e.g. quarantine it)."""

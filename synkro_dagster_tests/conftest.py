@@ -122,6 +122,4 @@ def dagster_home(tmp_path: Path, monkeypatch) -> Path:
 @pytest.fixture(autouse=True)
 def _secret_key(monkeypatch) -> None:
     """A fixed Fernet key so tests never depend on the developer's environment."""
-    monkeypatch.setenv(
-        "INTEGRATION_SECRET_KEY", "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs="
-    )
+    monkeypatch.setenv("INTEGRATION_SECRET_KEY", "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs=")

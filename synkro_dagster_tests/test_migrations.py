@@ -40,9 +40,11 @@ def test_broken_migration_stops_with_its_name(empty_database_url: str, tmp_path:
     with pytest.raises(MigrationError, match="20260101000100_broken.sql"):
         migrate(engine, folder)
     with engine.connect() as conn:
-        versions = conn.exec_driver_sql(
-            "select version from supabase_migrations.schema_migrations"
-        ).scalars().all()
+        versions = (
+            conn.exec_driver_sql("select version from supabase_migrations.schema_migrations")
+            .scalars()
+            .all()
+        )
         assert versions == ["20260101000000"]
         # The broken file ran in one transaction: its first statement did not stay behind.
         assert conn.exec_driver_sql("select to_regclass('half_done')").scalar() is None

@@ -95,7 +95,8 @@ class SourceSpec(StrictModel):
     description: str = ""
     target_schema: str = Field(default="public", alias="schema")
     config: dict[str, ConfigField] = Field(
-        default_factory=dict, description="plain config an integration provides ({name} in templates)"
+        default_factory=dict,
+        description="plain config an integration provides ({name} in templates)",
     )
     secrets: list[str] = Field(
         default_factory=list, description="secret names an integration provides (auth values)"
@@ -122,9 +123,7 @@ class SourceSpec(StrictModel):
             if engine != self.engine:
                 used = [s.name for s in self.streams if getattr(s, engine) is not None]
                 if getattr(self, engine) is not None or used:
-                    raise ValueError(
-                        f"'{engine}' options given but the engine is '{self.engine}'"
-                    )
+                    raise ValueError(f"'{engine}' options given but the engine is '{self.engine}'")
         # Each engine checks what only it understands (placeholders, pagination fields, ...).
         options = getattr(self, self.engine)
         check = getattr(options, "check_spec", None)

@@ -1,0 +1,1 @@
+"""Assets: one multi-asset per spec, one asset per stream, partitioned by integration; checks."""

@@ -1,0 +1,1 @@
+"""Local demo sources: an HTTP API server, a scratch SQL database, sample export files."""
