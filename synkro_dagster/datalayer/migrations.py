@@ -85,7 +85,7 @@ def migrate(engine: sa.Engine, directory: Path | None = None) -> list[Migration]
     applied: list[Migration] = []
     with engine.connect() as conn:
         with conn.begin():
-            conn.exec_driver_sql("select pg_advisory_lock(%s)" % _ADVISORY_LOCK_KEY)
+            conn.exec_driver_sql(f"select pg_advisory_lock({_ADVISORY_LOCK_KEY})")
         try:
             with conn.begin():
                 conn.exec_driver_sql(_HISTORY_DDL)
@@ -119,5 +119,5 @@ def migrate(engine: sa.Engine, directory: Path | None = None) -> list[Migration]
                 applied.append(migration)
         finally:
             with conn.begin():
-                conn.exec_driver_sql("select pg_advisory_unlock(%s)" % _ADVISORY_LOCK_KEY)
+                conn.exec_driver_sql(f"select pg_advisory_unlock({_ADVISORY_LOCK_KEY})")
     return applied
