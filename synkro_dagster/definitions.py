@@ -5,6 +5,52 @@ Loading it reads the spec YAML files only: no database, no network.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
-defs = dg.Definitions()
+from synkro_dagster.assets.factory import (
+    DATALAYER_RESOURCE,
+    build_spec_assets,
+    build_spec_job,
+    connector_resource_key,
+)
+from synkro_dagster.database import DATABASE_URL_ENV
+from synkro_dagster.specs import SourceSpec, load_specs
+
+
+def _resources() -> dict[str, object]:
+    from synkro_dagster.connectors.files import FileDropConnector
+    from synkro_dagster.connectors.http import HttpConnector
+    from synkro_dagster.connectors.sql import SqlConnector
+    from synkro_dagster.datalayer.resource import DataLayer
+
+    # With SYNKRO_DATABASE_URL unset the data layer starts the embedded PostgreSQL at run time;
+    # when it is set, it is wired as an EnvVar so the URL never lands in run config or the UI.
+    datalayer = (
+        DataLayer(database_url=dg.EnvVar(DATABASE_URL_ENV))
+        if os.environ.get(DATABASE_URL_ENV)
+        else DataLayer()
+    )
+    return {
+        DATALAYER_RESOURCE: datalayer,
+        connector_resource_key("http"): HttpConnector(),
+        connector_resource_key("sql"): SqlConnector(),
+        connector_resource_key("files"): FileDropConnector(),
+    }
+
+
+def build_definitions(specs: dict[str, SourceSpec]) -> dg.Definitions:
+    from synkro_dagster.automation import build_automation
+
+    schedules, sensors = build_automation(specs)
+    return dg.Definitions(
+        assets=[build_spec_assets(spec) for spec in specs.values()],
+        jobs=[build_spec_job(spec) for spec in specs.values()],
+        schedules=schedules,
+        sensors=sensors,
+        resources=_resources(),
+    )
+
+
+defs = build_definitions(load_specs())

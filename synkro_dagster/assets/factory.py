@@ -1,0 +1,191 @@
+"""Turns a source spec into one multi-asset (one asset per stream), partitioned by integration."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dagster as dg
+
+from synkro_dagster.assets.checks import (
+    check_specs_for,
+    completeness_result,
+    duplicate_keys_result,
+)
+from synkro_dagster.contracts import Integration, StreamRead
+from synkro_dagster.specs.models import SourceSpec, StreamSpec
+from synkro_dagster.tags import is_full_refresh
+
+DATALAYER_RESOURCE = "datalayer"
+
+
+def partitions_def_for(spec_name: str) -> dg.DynamicPartitionsDefinition:
+    """The spec's partitions: one key per integration id, kept equal to the registry by a sensor."""
+    return dg.DynamicPartitionsDefinition(name=f"{spec_name}__integrations")
+
+
+def job_name_for(spec_name: str) -> str:
+    return f"sync_{spec_name}"
+
+
+def connector_resource_key(engine: str) -> str:
+    return f"{engine}_connector"
+
+
+def asset_key_for(source: SourceSpec, stream: StreamSpec) -> dg.AssetKey:
+    return dg.AssetKey([source.name, stream.name])
+
+
+def _asset_spec(
+    source: SourceSpec, stream: StreamSpec, partitions: dg.PartitionsDefinition
+) -> dg.AssetSpec:
+    table = f"{source.target_schema}.{source.table_for(stream)}"
+    metadata: dict[str, Any] = {
+        "synkro/table": table,
+        "synkro/primary_key": ", ".join(stream.primary_key) or "(none)",
+        "synkro/write_mode": stream.write_mode,
+        "synkro/cursor": stream.cursor.field if stream.cursor else "(full read)",
+        "dagster/table_name": table,
+    }
+    return dg.AssetSpec(
+        key=asset_key_for(source, stream),
+        group_name=source.name,
+        description=stream.description or f"{source.description} — stream '{stream.name}'".strip(),
+        kinds={source.engine, "postgres"},
+        partitions_def=partitions,
+        metadata=metadata,
+        skippable=True,
+    )
+
+
+class SyncFailed(dg.Failure):
+    """One or more streams of a sync failed; the others were still landed."""
+
+
+def load_integration(registry: Any, source: SourceSpec, integration_id: str) -> Integration:
+    """The partition's integration, refused with a clear message if unknown, disabled or foreign."""
+    from synkro_dagster.integrations.registry import IntegrationNotFound
+
+    try:
+        integration = registry.get(integration_id)
+    except IntegrationNotFound:
+        raise dg.Failure(
+            description=f"integration '{integration_id}' is not in the registry "
+            f"(add it with `synkro integrations add {integration_id} --spec {source.name} ...`)"
+        ) from None
+    if integration.spec != source.name:
+        raise dg.Failure(
+            description=f"integration '{integration_id}' uses spec '{integration.spec}', "
+            f"not '{source.name}'"
+        )
+    if not integration.enabled:
+        raise dg.Failure(
+            description=f"integration '{integration_id}' is disabled; "
+            f"enable it with `synkro integrations enable {integration_id}`"
+        )
+    return integration
+
+
+def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
+    """One multi-asset for the spec: a run syncs the selected streams of one integration."""
+    from synkro_dagster.datalayer.resource import LoadContext, TableTarget
+    from synkro_dagster.integrations.registry import IntegrationRegistry
+
+    partitions = partitions_def_for(source.name)
+    streams = {asset_key_for(source, s): s for s in source.streams}
+    check_specs = [
+        spec
+        for key, stream in streams.items()
+        for spec in check_specs_for(key, f"{source.name}/{stream.name}")
+    ]
+    connector_key = connector_resource_key(source.engine)
+
+    @dg.multi_asset(
+        name=f"{source.name}_streams",
+        specs=[_asset_spec(source, s, partitions) for s in source.streams],
+        check_specs=check_specs,
+        can_subset=True,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.multi_run(1),
+        required_resource_keys={DATALAYER_RESOURCE, connector_key},
+        description=source.description or None,
+        op_tags={"synkro/spec": source.name},
+    )
+    def _sync(context: dg.AssetExecutionContext):
+        datalayer = getattr(context.resources, DATALAYER_RESOURCE)
+        connector = getattr(context.resources, connector_key)
+        registry = IntegrationRegistry(datalayer.get_engine())
+        integration = load_integration(registry, source, context.partition_key)
+        full_refresh = is_full_refresh(context.run.tags)
+        selected_checks = context.selected_asset_check_keys
+        failures: list[str] = []
+
+        with connector.session(source, integration) as session:
+            for key, stream in streams.items():
+                if key not in context.selected_asset_keys:
+                    continue
+                started = time.monotonic()
+                try:
+                    cursor = None if full_refresh else datalayer.get_cursor(integration.id, stream.name)
+                    read: StreamRead = session.read(stream, cursor)
+                    stats = datalayer.load(
+                        TableTarget.for_stream(source, stream),
+                        read,
+                        LoadContext(
+                            tenant_id=integration.tenant,
+                            integration_id=integration.id,
+                            stream=stream.name,
+                            run_id=context.run.run_id,
+                            full_refresh=full_refresh,
+                        ),
+                    )
+                except Exception as exc:  # noqa: BLE001 - one stream's failure must not hide the others
+                    message = integration.redact(f"{type(exc).__name__}: {exc}")
+                    context.log.error(f"stream '{stream.name}' of '{integration.id}' failed: {message}")
+                    failures.append(f"{stream.name}: {message}")
+                    continue
+
+                metadata: dict[str, Any] = dict(stats.as_metadata())
+                metadata.update(
+                    {
+                        "pages": read.stats.pages,
+                        "files": read.stats.files,
+                        "files_rejected": read.stats.files_rejected,
+                        "bytes": read.stats.bytes,
+                        "full_refresh": full_refresh,
+                        "integration": integration.id,
+                        "tenant": integration.tenant,
+                        "step_seconds": round(time.monotonic() - started, 3),
+                    }
+                )
+                if read.stats.source_total is not None:
+                    metadata["source_total"] = read.stats.source_total
+                results = [
+                    duplicate_keys_result(key, stats.duplicates_collapsed, stats.duplicate_key_example),
+                    completeness_result(key, stats.rows_read, read.stats.source_total),
+                ]
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    metadata=metadata,
+                    check_results=[
+                        r for r in results if dg.AssetCheckKey(key, r.check_name) in selected_checks
+                    ],
+                )
+
+        if failures:
+            raise SyncFailed(
+                description=f"{len(failures)} stream(s) of integration '{integration.id}' failed",
+                metadata={"failed_streams": "\n".join(failures)},
+            )
+
+    return _sync
+
+
+def build_spec_job(source: SourceSpec) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        name=job_name_for(source.name),
+        selection=dg.AssetSelection.groups(source.name),
+        partitions_def=partitions_def_for(source.name),
+        tags={"synkro/spec": source.name},
+        description=f"Sync the streams of spec '{source.name}' for one integration (partition).",
+    )
