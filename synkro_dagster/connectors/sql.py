@@ -1,0 +1,608 @@
+"""SqlConnector: reads tables and queries of any SQLAlchemy-reachable database as bounded batches.
+
+One engine per session (one run of one integration), created from the integration's URL with the
+password secret set into it at the last moment and disposed when the session ends. Rows come from
+a server-side cursor (``stream_results`` + ``yield_per``): psycopg declares a named cursor,
+pymysql switches to its unbuffered ``SSCursor``, sqlite3 and pymssql fetch incrementally anyway,
+so memory holds one batch whatever the table size.
+
+Incremental streams filter ``cursor >= :cursor`` ordered by the cursor column; the data layer
+computes the next cursor from the landed rows and its merge removes the boundary duplicates the
+``>=`` re-reads. Column types are taken from the source's own declarations (reflection for tables,
+the driver's result description for queries), mapped to PostgreSQL type names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field
+from sqlalchemy.dialects import mysql as mysql_types
+from sqlalchemy.engine import URL, make_url
+
+from synkro_dagster.contracts import (
+    Batch,
+    BatchesPart,
+    Integration,
+    ReadStats,
+    StreamRead,
+    redact,
+)
+from synkro_dagster.specs.models import SourceSpec, StreamSpec
+from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
+
+# A bare dialect name gets the driver this project installs and tests (psycopg2 and
+# mysqlclient need C builds; pyodbc needs a system ODBC driver for SQL Server).
+DEFAULT_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mssql": "mssql+pymssql",
+}
+
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "pymysql": "pymysql",
+    "pymssql": "pymssql",
+    "pyodbc": "pyodbc (plus Microsoft's 'ODBC Driver 18 for SQL Server' on the machine)",
+    "mysqldb": "mysqlclient",
+    "psycopg2": "psycopg2-binary",
+}
+
+Fix = Callable[[Any], Any]
+
+
+class SqlSourceError(RuntimeError):
+    """A sql source cannot be read: names integration, spec, stream and the password-masked URL."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Types: the source's declarations mapped to PostgreSQL type names, and value fixes.
+
+
+def _hex(value: Any) -> Any:
+    # Binary values land as lowercase hex text: readable, lossless and valid in a text column.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return value
+
+
+def _to_str(value: Any) -> Any:
+    return value if isinstance(value, str) else str(value)
+
+
+def _to_bool(value: Any) -> Any:
+    return bool(value) if isinstance(value, int) else value
+
+
+def pg_type_for(column_type: sa.types.TypeEngine[Any]) -> str | None:
+    """The PostgreSQL type name for a reflected SQLAlchemy column type (None: undeclared).
+
+    MySQL's TINYINT(1) is its BOOLEAN; unsigned integers move one size up so they always fit.
+    A column SQLite declares without a type (NullType) is left undeclared for the data layer
+    to infer.
+    """
+    if isinstance(column_type, sa.types.NullType):
+        return None
+    if isinstance(column_type, sa.Boolean):
+        return "boolean"
+    if isinstance(column_type, mysql_types.TINYINT) and column_type.display_width == 1:
+        return "boolean"
+    if isinstance(column_type, mysql_types.BIT):
+        return "text"
+    if isinstance(column_type, sa.Integer):
+        unsigned = bool(getattr(column_type, "unsigned", False))
+        if isinstance(column_type, sa.BigInteger):
+            return "numeric" if unsigned else "bigint"
+        if unsigned and isinstance(column_type, mysql_types.INTEGER):
+            return "bigint"
+        return "integer"
+    if isinstance(column_type, sa.Float):
+        return "double precision"
+    if isinstance(column_type, sa.Numeric):
+        # asdecimal=False is how some dialects spell a float type (e.g. REAL on SQLite).
+        return "numeric" if column_type.asdecimal else "double precision"
+    if isinstance(column_type, sa.DateTime):
+        return "timestamptz" if column_type.timezone else "timestamp"
+    if isinstance(column_type, sa.Date):
+        return "date"
+    if isinstance(column_type, sa.JSON | sa.ARRAY):
+        return "jsonb"
+    return "text"
+
+
+def _fix_for(column_type: sa.types.TypeEngine[Any], pg_type: str | None) -> Fix | None:
+    if isinstance(column_type, sa.types._Binary | mysql_types.BIT):
+        return _hex
+    if pg_type == "boolean" and not isinstance(column_type, sa.Boolean):
+        return _to_bool
+    if isinstance(column_type, sa.Time | sa.Interval | sa.Uuid):
+        return _to_str
+    return None
+
+
+# psycopg type names (from the OIDs in cursor.description) -> PostgreSQL names used here.
+_PSYCOPG_NAMES = {
+    "int2": "integer",
+    "int4": "integer",
+    "int8": "bigint",
+    "oid": "bigint",
+    "numeric": "numeric",
+    "float4": "double precision",
+    "float8": "double precision",
+    "bool": "boolean",
+    "date": "date",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "json": "jsonb",
+    "jsonb": "jsonb",
+}
+
+
+def _describe_psycopg(description: Sequence[Any]) -> list[str | None]:
+    import psycopg
+
+    names: list[str | None] = []
+    for column in description:
+        info = psycopg.adapters.types.get(column[1])
+        if info is None:
+            names.append("text")
+        elif getattr(info, "array_oid", None) == column[1] or info.name.endswith("[]"):
+            names.append("jsonb")
+        else:
+            names.append(_PSYCOPG_NAMES.get(info.name, "text"))
+    return names
+
+
+def _describe_pymysql(description: Sequence[Any]) -> list[str | None]:
+    from pymysql.constants import FIELD_TYPE as T
+
+    names: list[str | None] = []
+    for column in description:
+        code, length = column[1], column[3]
+        if code == T.TINY and length == 1:
+            names.append("boolean")
+        elif code in (T.TINY, T.SHORT, T.INT24, T.LONG, T.YEAR):
+            # INT UNSIGNED does not fit a PostgreSQL integer and the description cannot tell.
+            names.append("bigint" if code == T.LONG else "integer")
+        elif code == T.LONGLONG:
+            names.append("bigint")
+        elif code in (T.DECIMAL, T.NEWDECIMAL):
+            names.append("numeric")
+        elif code in (T.FLOAT, T.DOUBLE):
+            names.append("double precision")
+        elif code in (T.DATE, T.NEWDATE):
+            names.append("date")
+        elif code in (T.DATETIME, T.TIMESTAMP):
+            names.append("timestamp")
+        elif code == T.JSON:
+            names.append("jsonb")
+        else:
+            names.append("text")
+    return names
+
+
+def _describe_pymssql(description: Sequence[Any]) -> list[str | None]:
+    # pymssql reports only coarse DB-API type codes; NUMBER covers int and float alike, so it
+    # is left undeclared for the data layer to infer.
+    coarse = {1: "text", 2: "text", 4: "timestamp", 5: "numeric"}
+    return [coarse.get(column[1]) for column in description]
+
+
+def describe_result_types(dialect: sa.Dialect, description: Sequence[Any]) -> list[str | None]:
+    """PostgreSQL type names of a query's result columns from the driver's cursor.description.
+
+    SQLite reports no types for a query's columns: those stay undeclared (None)."""
+    driver = dialect.driver
+    if driver == "psycopg":
+        return _describe_psycopg(description)
+    if driver in ("pymysql", "mysqldb"):
+        return _describe_pymysql(description)
+    if driver == "pymssql":
+        return _describe_pymssql(description)
+    return [None for _ in description]
+
+
+_SA_TYPE_FOR_PG: dict[str, sa.types.TypeEngine[Any]] = {
+    "integer": sa.Integer(),
+    "bigint": sa.BigInteger(),
+    "numeric": sa.Numeric(),
+    "double precision": sa.Float(),
+    "boolean": sa.Boolean(),
+    "date": sa.Date(),
+    "timestamp": sa.DateTime(),
+    "timestamptz": sa.DateTime(timezone=True),
+    "text": sa.String(),
+}
+
+
+def cursor_value(text: str, pg_type: str | None) -> Any:
+    """The stored cursor text as the Python value of the cursor column's type.
+
+    Raises ValueError when the text does not parse as that type.
+    """
+    if pg_type in ("timestamp", "timestamptz"):
+        value = dt.datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+        if pg_type == "timestamp" and value.tzinfo is not None:
+            # A naive source column holds UTC wall times in the data layer's view.
+            return value.astimezone(dt.UTC).replace(tzinfo=None)
+        if pg_type == "timestamptz" and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+    if pg_type == "date":
+        return dt.date.fromisoformat(text.strip()[:10])
+    if pg_type in ("integer", "bigint"):
+        try:
+            return int(text)
+        except ValueError:
+            return int(Decimal(text))
+    if pg_type == "numeric":
+        try:
+            return Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"not a number: {text!r}") from None
+    if pg_type == "double precision":
+        return float(text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# The resource and its session.
+
+
+def _escape_binds(query: str) -> str:
+    # sa.text() treats ':name' as a bind parameter; a spec query has none, so every colon that is
+    # not part of a PostgreSQL '::' cast is literal ('10:30', JSON paths, ...).
+    return re.sub(r"(?<![:\\]):(?!:)", r"\\:", query)
+
+
+class _Plan:
+    """What read() prepared for one stream: the statement, declared types, value fixes."""
+
+    def __init__(
+        self,
+        statement: sa.Executable,
+        column_types: dict[str, str],
+        fixes: list[tuple[str, Fix]],
+    ) -> None:
+        self.statement = statement
+        self.column_types = column_types
+        self.fixes = fixes
+
+
+class SqlSession:
+    """One engine for one run of one integration; `read` streams a table or query."""
+
+    def __init__(
+        self, connector: SqlConnector, source: SourceSpec, integration: Integration
+    ) -> None:
+        self._connector = connector
+        self._source = source
+        self._integration = integration
+        self._options = source.sql or SqlSourceOptions()
+        self._url = self._build_url()
+        self.safe_url = self._url.render_as_string(hide_password=True)
+        self.engine = self._create_engine()
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _secrets(self) -> list[str]:
+        values = [str(v) for v in self._integration.secrets.values() if v]
+        inline = getattr(self, "_inline_password", None)
+        if inline:
+            values.append(inline)
+        return values
+
+    def _error(self, stream: StreamSpec | None, problem: str) -> SqlSourceError:
+        where = f"sql integration '{self._integration.id}' (spec '{self._source.name}')"
+        if stream is not None:
+            where += f", stream '{stream.name}'"
+        url = getattr(self, "safe_url", None)
+        if url:
+            where += f", database {url}"
+        return SqlSourceError(redact(f"{where}: {problem}", self._secrets()))
+
+    def _build_url(self) -> URL:
+        key = self._options.url_config
+        raw = self._integration.config.get(key)
+        if not raw:
+            raise self._error(None, f"the integration's config has no '{key}' (a SQLAlchemy URL)")
+        try:
+            url = make_url(str(raw))
+        except Exception:
+            # The raw text may hold a password: it is not echoed.
+            raise self._error(
+                None,
+                f"config '{key}' is not a SQLAlchemy URL "
+                "(e.g. mysql+pymysql://user@host:3306/db, postgresql+psycopg://user@host/db, "
+                "sqlite:///path/to/file.db)",
+            ) from None
+        self._inline_password = url.password if isinstance(url.password, str) else None
+        if url.drivername in DEFAULT_DRIVERS:
+            url = url.set(drivername=DEFAULT_DRIVERS[url.drivername])
+        secret = self._options.password_secret
+        password = self._integration.secrets.get(secret) if secret else None
+        if password:
+            url = url.set(password=password)
+        return url
+
+    def _create_engine(self) -> sa.Engine:
+        connector = self._connector
+        backend = self._url.get_backend_name()
+        driver = self._url.get_driver_name()
+        connect_args: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 2}
+        timeout_s = connector.statement_timeout_seconds
+        if backend == "postgresql":
+            connect_args["connect_timeout"] = connector.connect_timeout_seconds
+            options = ["-c default_transaction_read_only=on"] if connector.read_only else []
+            if timeout_s:
+                options.append(f"-c statement_timeout={int(timeout_s * 1000)}")
+            if options:
+                connect_args["options"] = " ".join(options)
+            connect_args["application_name"] = "synkro"
+        elif backend in ("mysql", "mariadb"):
+            connect_args["connect_timeout"] = connector.connect_timeout_seconds
+        elif backend == "mssql":
+            if driver == "pymssql":
+                connect_args["login_timeout"] = connector.connect_timeout_seconds
+                if timeout_s:
+                    connect_args["timeout"] = timeout_s
+            elif driver == "pyodbc":
+                connect_args["timeout"] = connector.connect_timeout_seconds
+        elif backend == "sqlite":
+            kwargs = {}  # sqlite's own pool; a file connection is cheap
+        try:
+            engine = sa.create_engine(self._url, connect_args=connect_args, **kwargs)
+        except ModuleNotFoundError as exc:
+            package = DRIVER_PACKAGES.get(driver, exc.name or driver)
+            raise self._error(
+                None, f"the database driver '{driver}' is not installed (pip install {package})"
+            ) from None
+        except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
+            raise self._error(None, f"unsupported database URL: {exc}") from None
+        sa.event.listen(engine, "connect", self._on_connect)
+        return engine
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        """Per-connection session settings that have no connect argument."""
+        connector = self._connector
+        backend = self._url.get_backend_name()
+        timeout_s = connector.statement_timeout_seconds
+        if backend in ("mysql", "mariadb"):
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("select version()")
+                is_mariadb = "mariadb" in str(cursor.fetchone()[0]).lower()
+                if timeout_s:
+                    if is_mariadb:
+                        cursor.execute(f"set session max_statement_time = {float(timeout_s)}")
+                    else:
+                        cursor.execute(f"set session max_execution_time = {int(timeout_s * 1000)}")
+                if connector.read_only:
+                    cursor.execute("set session transaction read only")
+            finally:
+                cursor.close()
+        elif backend == "sqlite" and connector.read_only:
+            dbapi_connection.execute("pragma query_only = on")
+        elif backend == "mssql" and self._url.get_driver_name() == "pyodbc" and timeout_s:
+            dbapi_connection.timeout = timeout_s
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _stream_options(self, stream: StreamSpec) -> SqlStreamOptions:
+        if stream.sql is None:
+            raise self._error(stream, "the stream has no 'sql:' options (a table or a query)")
+        return stream.sql
+
+    def _initial_cursor(self, stream: StreamSpec, cursor: str | None) -> str | None:
+        if stream.cursor is None:
+            return None
+        return cursor if cursor is not None else stream.cursor.initial
+
+    def _cursor_value(self, stream: StreamSpec, text: str, pg_type: str | None) -> Any:
+        assert stream.cursor is not None
+        try:
+            return cursor_value(text, pg_type)
+        except ValueError:
+            raise self._error(
+                stream,
+                f"the stored cursor {text!r} is not a valid {pg_type} for cursor column "
+                f"'{stream.cursor.field}' (fix cursor.initial or reset the stream's sync state)",
+            ) from None
+
+    def _plan_table(
+        self, conn: sa.Connection, stream: StreamSpec, options: SqlStreamOptions, cursor: str | None
+    ) -> _Plan:
+        assert options.table is not None
+        schema = options.db_schema or self._options.db_schema
+        qualified = f"{schema}.{options.table}" if schema else options.table
+        try:
+            table = sa.Table(options.table, sa.MetaData(), schema=schema, autoload_with=conn)
+        except sa.exc.NoSuchTableError:
+            raise self._error(
+                stream, f"table '{qualified}' does not exist (or this user cannot see it)"
+            ) from None
+        available = [c.name for c in table.columns]
+        wanted = list(options.columns or available)
+        if stream.cursor is not None and stream.cursor.field not in wanted:
+            wanted.append(stream.cursor.field)
+        missing = [name for name in wanted if name not in table.c]
+        if missing:
+            raise self._error(
+                stream,
+                f"table '{qualified}' has no column {', '.join(repr(m) for m in missing)}; "
+                f"it has: {', '.join(available)}",
+            )
+        columns = [table.c[name] for name in wanted]
+        column_types: dict[str, str] = {}
+        fixes: list[tuple[str, Fix]] = []
+        for column in columns:
+            pg_type = pg_type_for(column.type)
+            if pg_type is not None:
+                column_types[column.name] = pg_type
+            fix = _fix_for(column.type, pg_type)
+            if fix is not None:
+                fixes.append((column.name, fix))
+        statement = sa.select(*columns)
+        stored = self._initial_cursor(stream, cursor)
+        if stream.cursor is not None:
+            cursor_column = table.c[stream.cursor.field]
+            if stored is not None:
+                value = self._cursor_value(stream, stored, column_types.get(cursor_column.name))
+                statement = statement.where(cursor_column >= value)
+            statement = statement.order_by(cursor_column)
+        return _Plan(statement, column_types, fixes)
+
+    def _plan_query(
+        self, conn: sa.Connection, stream: StreamSpec, options: SqlStreamOptions, cursor: str | None
+    ) -> _Plan:
+        assert options.query is not None
+        query = sa.text(_escape_binds(options.query))
+        # A zero-row probe gives the result's names and the driver's types without reading data.
+        probe = sa.select(sa.literal_column("*")).select_from(query.columns().subquery("q"))
+        result = conn.execute(probe.where(sa.false()))
+        names = list(result.keys())
+        description = result.cursor.description if result.cursor is not None else None
+        result.close()
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise self._error(
+                stream,
+                f"the query returns column(s) {', '.join(duplicated)} more than once; alias them",
+            )
+        types = describe_result_types(self.engine.dialect, description or [])
+        column_types = {n: t for n, t in zip(names, types, strict=False) if t is not None}
+        # Undeclared and text columns may carry bytes (BLOBs): those become hex text.
+        fixes: list[tuple[str, Fix]] = [
+            (n, _hex) for n in names if column_types.get(n) in (None, "text")
+        ]
+        subquery = query.columns(*[sa.column(n) for n in names]).subquery("q")
+        statement = sa.select(subquery)
+        if stream.cursor is not None:
+            field = stream.cursor.field
+            if field not in names:
+                raise self._error(
+                    stream,
+                    f"cursor column '{field}' is not among the query's columns: {', '.join(names)}",
+                )
+            stored = self._initial_cursor(stream, cursor)
+            if stored is not None:
+                pg_type = column_types.get(field)
+                value = self._cursor_value(stream, stored, pg_type)
+                bind = sa.bindparam("cursor", value, type_=_SA_TYPE_FOR_PG.get(pg_type or ""))
+                statement = statement.where(subquery.c[field] >= bind)
+            statement = statement.order_by(subquery.c[field])
+        return _Plan(statement, column_types, fixes)
+
+    def _describe_db_error(self, exc: sa.exc.SQLAlchemyError) -> str:
+        orig = getattr(exc, "orig", None)
+        message = str(orig if orig is not None else exc).strip()
+        statement = getattr(exc, "statement", None)
+        if statement and not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            message += f" [SQL: {' '.join(str(statement).split())[:500]}]"
+        return message[:2000]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, stream: StreamSpec, cursor: str | None) -> StreamRead:
+        """Read `stream` from `cursor` (None: from cursor.initial, else everything).
+
+        Reflects the table (or probes the query) now, so a missing table, column or a bad query
+        fails here with a clear error; rows are fetched only when the part's batches are iterated.
+        """
+        options = self._stream_options(stream)
+        batch_size = options.batch_size or self._options.batch_size or self._connector.batch_size
+        try:
+            with self.engine.connect() as conn:
+                if options.table is not None:
+                    plan = self._plan_table(conn, stream, options, cursor)
+                else:
+                    plan = self._plan_query(conn, stream, options, cursor)
+        except SqlSourceError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            what = "cannot read the table" if options.table else "the query failed"
+            raise self._error(stream, f"{what}: {self._describe_db_error(exc)}") from None
+        stats = ReadStats()
+        part = BatchesPart(self._batches(stream, plan, batch_size, stats), name=stream.name)
+        return StreamRead(parts=iter([part]), stats=stats, column_types=dict(plan.column_types))
+
+    def _batches(
+        self, stream: StreamSpec, plan: _Plan, batch_size: int, stats: ReadStats
+    ) -> Iterator[Batch]:
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(yield_per=batch_size).execute(plan.statement)
+                keys = list(result.keys())
+                fixes = plan.fixes
+                for rows in result.partitions():
+                    batch = [dict(zip(keys, row, strict=True)) for row in rows]
+                    if fixes:
+                        for record in batch:
+                            for name, fix in fixes:
+                                value = record[name]
+                                if value is not None:
+                                    record[name] = fix(value)
+                    stats.pages += 1
+                    stats.records += len(batch)
+                    yield batch
+                result.close()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error(
+                stream, f"reading rows failed: {self._describe_db_error(exc)}"
+            ) from None
+
+
+class SqlConnector(dg.ConfigurableResource):
+    """Reads the streams of `engine: sql` specs from any SQLAlchemy URL.
+
+    The URL comes from the integration's config (key `sql.url_config`, default `url`), the password
+    from its secrets (`sql.password_secret`, default `password`). Drivers: PostgreSQL `psycopg`,
+    MySQL/MariaDB `pymysql`, SQL Server `pymssql` (or `pyodbc` with Microsoft's ODBC driver),
+    SQLite built in; a bare `postgresql://`, `mysql://`, `mariadb://` or `mssql://` gets those.
+    """
+
+    batch_size: int = Field(default=10_000, gt=0, description="rows fetched and yielded per batch")
+    statement_timeout_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="server-side limit per statement (0: none). PostgreSQL applies it per fetch "
+        "of the server-side cursor; MySQL/MariaDB to the whole streamed SELECT.",
+    )
+    connect_timeout_seconds: int = Field(default=15, gt=0, description="connection timeout")
+    read_only: bool = Field(
+        default=True,
+        description="open read-only sessions (PostgreSQL default_transaction_read_only, MySQL "
+        "transaction read only, SQLite query_only) so a spec query can never change the source",
+    )
+
+    @contextmanager
+    def session(self, source: SourceSpec, integration: Integration) -> Iterator[SqlSession]:
+        """One engine for this integration for the duration of the block, disposed at exit."""
+        session = SqlSession(self, source, integration)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+__all__ = [
+    "SqlConnector",
+    "SqlSession",
+    "SqlSourceError",
+    "cursor_value",
+    "describe_result_types",
+    "pg_type_for",
+]
