@@ -1,17 +1,320 @@
-"""The 'http' engine's part of a source spec (source defaults and per-stream options)."""
+"""The 'http' engine's part of a source spec: base URL, auth, pagination, rate limit, per-stream paths.
+
+A source's `http:` block holds defaults for every stream; a stream's `http:` block says where its
+records are and may override auth, pagination, records and total. Templates such as
+"{base_url}/api/v1" are filled from the integration's config; auth names secrets the integration
+provides. `HttpSourceOptions.check_spec` runs at definitions load and rejects placeholders and
+secrets the spec does not declare.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from synkro_dagster.specs.models import SourceSpec
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+ParamValue = str | int | float | bool
 
 
-class HttpSourceOptions(BaseModel):
-    """Defaults shared by every stream of a http source. (Placeholder: fields to be defined.)"""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class HttpStreamOptions(BaseModel):
-    """Per-stream http options. (Placeholder: fields to be defined.)"""
+# --- pagination ---------------------------------------------------------------------------------
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+
+class PageNumberPagination(_Model):
+    """?page=1, 2, 3 ... until an empty page, the last page, or the reported total."""
+
+    kind: Literal["page_number"]
+    param: str = Field(default="page", description="request parameter holding the page number")
+    start: int = Field(default=1, ge=0, description="number of the first page")
+    page_size_param: str | None = Field(
+        default=None, description="request parameter holding the page size (e.g. per_page)"
+    )
+    page_size: int | None = Field(default=None, gt=0, description="records per page to ask for")
+    total_pages: str | None = Field(
+        default=None, description="body path of the number of pages (e.g. meta.total_pages)"
+    )
+
+
+class OffsetPagination(_Model):
+    """?offset=0&limit=100, then offset=100 ... until an empty page or the reported total."""
+
+    kind: Literal["offset"]
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    limit: int = Field(default=100, gt=0, description="records per page to ask for")
+    start: int = Field(default=0, ge=0)
+
+
+class CursorPagination(_Model):
+    """The body names the next page's token; it goes back in a request parameter."""
+
+    kind: Literal["cursor"]
+    token: str = Field(description="body path of the next token (e.g. paging.next.after)")
+    param: str = Field(description="request parameter receiving the token (e.g. after)")
+    page_size_param: str | None = None
+    page_size: int | None = Field(default=None, gt=0)
+
+
+class NextUrlPagination(_Model):
+    """The body holds the full URL of the next page."""
+
+    kind: Literal["next_url"]
+    path: str = Field(description="body path of the next page's URL (e.g. links.next)")
+    page_size_param: str | None = None
+    page_size: int | None = Field(default=None, gt=0)
+
+
+class LinkHeaderPagination(_Model):
+    """RFC 8288: the `Link` response header names the next page with rel="next"."""
+
+    kind: Literal["link_header"]
+    rel: str = "next"
+    page_size_param: str | None = None
+    page_size: int | None = Field(default=None, gt=0)
+
+
+class SinglePage(_Model):
+    """One request returns every record."""
+
+    kind: Literal["single"]
+
+
+Pagination = Annotated[
+    PageNumberPagination
+    | OffsetPagination
+    | CursorPagination
+    | NextUrlPagination
+    | LinkHeaderPagination
+    | SinglePage,
+    Field(discriminator="kind"),
+]
+
+PAGINATION_KINDS = ("page_number", "offset", "cursor", "next_url", "link_header", "single")
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+
+class BearerAuth(_Model):
+    """Authorization: Bearer <secret>."""
+
+    kind: Literal["bearer"]
+    token_secret: str = Field(description="name of the integration secret holding the token")
+
+
+class ApiKeyAuth(_Model):
+    """An API key in a header (default X-API-Key) or a query parameter."""
+
+    kind: Literal["api_key"]
+    key_secret: str = Field(description="name of the integration secret holding the key")
+    location: Literal["header", "query"] = "header"
+    name: str = Field(default="X-API-Key", description="header or query parameter name")
+    prefix: str = Field(default="", description="text before the key, e.g. 'Token '")
+
+
+class BasicAuth(_Model):
+    """HTTP basic auth; the username comes from config (a template) or a secret."""
+
+    kind: Literal["basic"]
+    username: str | None = Field(default=None, description="template, e.g. '{username}'")
+    username_secret: str | None = None
+    password_secret: str
+
+    @model_validator(mode="after")
+    def _one_username(self) -> BasicAuth:
+        if (self.username is None) == (self.username_secret is None):
+            raise ValueError("give exactly one of username (a config template) or username_secret")
+        return self
+
+
+class OAuth2ClientCredentials(_Model):
+    """OAuth2 client credentials grant; the token is cached and refreshed on expiry or a 401."""
+
+    kind: Literal["oauth2_client_credentials"]
+    token_url: str = Field(description="template, e.g. '{base_url}/oauth/token'")
+    client_id_secret: str
+    client_secret_secret: str
+    scope: str | None = None
+    client_auth: Literal["body", "basic"] = Field(
+        default="body", description="send client id/secret in the form body or as basic auth"
+    )
+    default_expires_in: float = Field(
+        default=3600, gt=0, description="token lifetime when the token response gives none"
+    )
+
+
+Auth = Annotated[
+    BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="kind")
+]
+
+AUTH_KINDS = ("bearer", "api_key", "basic", "oauth2_client_credentials")
+
+
+def _known_kind(what: str, allowed: tuple[str, ...]) -> Any:
+    """A before-validator that turns an unknown `kind` into one readable sentence."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dict):
+            kind = value.get("kind")
+            if kind is None:
+                raise PydanticCustomError(
+                    "missing_kind",
+                    "{what} needs a 'kind'; allowed: {allowed}",
+                    {"what": what, "allowed": ", ".join(allowed)},
+                )
+            if kind not in allowed:
+                raise PydanticCustomError(
+                    "unknown_kind",
+                    "unknown {what} kind '{kind}'; allowed: {allowed}",
+                    {"what": what, "kind": str(kind), "allowed": ", ".join(allowed)},
+                )
+        return value
+
+    return BeforeValidator(check)
+
+
+PaginationField = Annotated[Pagination, _known_kind("pagination", PAGINATION_KINDS)]
+AuthField = Annotated[Auth, _known_kind("auth", AUTH_KINDS)]
+
+
+# --- the rest -------------------------------------------------------------------------------------
+
+
+class RateLimit(_Model):
+    """A client-side request budget shared by every stream of one integration's session."""
+
+    requests_per_second: float | None = Field(default=None, gt=0)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> RateLimit:
+        if self.requests_per_second is None and self.requests_per_minute is None:
+            raise ValueError("give requests_per_second and/or requests_per_minute")
+        return self
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests that keeps both budgets."""
+        per_second = 1 / self.requests_per_second if self.requests_per_second else 0.0
+        per_minute = 60 / self.requests_per_minute if self.requests_per_minute else 0.0
+        return max(per_second, per_minute)
+
+
+class Total(_Model):
+    """Where the source reports how many records the stream has (for the completeness check)."""
+
+    path: str | None = Field(default=None, description="body path, e.g. meta.total")
+    header: str | None = Field(default=None, description="response header, e.g. X-Total-Count")
+
+    @model_validator(mode="after")
+    def _one(self) -> Total:
+        if (self.path is None) == (self.header is None):
+            raise ValueError("give exactly one of path or header")
+        return self
+
+
+class HttpSourceOptions(_Model):
+    """Defaults shared by every stream of an http source."""
+
+    base_url: str = Field(description="template, e.g. '{base_url}/api/v1'")
+    headers: dict[str, str] = Field(default_factory=dict, description="templates")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="sent on every request")
+    auth: AuthField | None = None
+    pagination: PaginationField = Field(default_factory=lambda: SinglePage(kind="single"))
+    records: str = Field(
+        default="$", description="path of the record list in the body: data, result.items, or $"
+    )
+    total: Total | None = None
+    rate_limit: RateLimit | None = None
+    timeout: float | None = Field(default=None, gt=0, description="seconds per request")
+
+    def check_spec(self, source: SourceSpec) -> None:
+        """Reject placeholders not declared in `config:` and secrets not declared in `secrets:`."""
+        declared = set(source.config)
+        problems: list[str] = []
+
+        def templates(where: str, options: HttpSourceOptions | HttpStreamOptions) -> None:
+            found: list[tuple[str, str]] = []
+            if isinstance(options, HttpSourceOptions):
+                found.append(("http.base_url", options.base_url))
+            else:
+                found.append(("http.path", options.path))
+            found += [(f"http.headers.{k}", v) for k, v in options.headers.items()]
+            found += [
+                (f"http.params.{k}", v) for k, v in options.params.items() if isinstance(v, str)
+            ]
+            auth = options.auth
+            if isinstance(auth, OAuth2ClientCredentials):
+                found.append(("http.auth.token_url", auth.token_url))
+            if isinstance(auth, BasicAuth) and auth.username:
+                found.append(("http.auth.username", auth.username))
+            for field, text in found:
+                for name in PLACEHOLDER.findall(text):
+                    if name not in declared:
+                        allowed = ", ".join(sorted(declared)) or "none declared"
+                        problems.append(
+                            f"{where}field '{field}': placeholder '{{{name}}}' is not declared "
+                            f"in the spec's config: (declared: {allowed})"
+                        )
+            for field, secret in _auth_secrets(auth):
+                if secret not in source.secrets:
+                    allowed = ", ".join(source.secrets) or "none declared"
+                    problems.append(
+                        f"{where}field 'http.auth.{field}': secret '{secret}' is not declared "
+                        f"in the spec's secrets: (declared: {allowed})"
+                    )
+
+        templates("", self)
+        for stream in source.streams:
+            if stream.http is None:
+                problems.append(f"stream '{stream.name}': field 'http': required (path, ...)")
+                continue
+            templates(f"stream '{stream.name}', ", stream.http)
+        if problems:
+            # A custom error keeps pydantic's "Value error, " prefix off the message.
+            raise PydanticCustomError("http_spec", "{problems}", {"problems": "\n".join(problems)})
+
+
+class HttpStreamOptions(_Model):
+    """Where one stream's records are, and what it overrides from the source defaults."""
+
+    method: Literal["GET", "POST"] = "GET"
+    path: str = Field(description="template appended to base_url, e.g. '/accounts/{account_id}/orders'")
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: dict[str, Any] | None = Field(
+        default=None, alias="json", description="JSON body for POST"
+    )
+    records: str | None = Field(default=None, description="overrides the source's records path")
+    pagination: PaginationField | None = None
+    auth: AuthField | None = None
+    total: Total | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _auth_secrets(auth: Any) -> list[tuple[str, str]]:
+    """(field, secret name) pairs an auth block reads."""
+    if auth is None:
+        return []
+    pairs = [
+        (name, getattr(auth, name))
+        for name in type(auth).model_fields
+        if name.endswith("_secret") and getattr(auth, name)
+    ]
+    return pairs
+
+
+def auth_secret_names(auth: Any) -> list[str]:
+    """The integration secrets an auth block needs."""
+    return [secret for _, secret in _auth_secrets(auth)]
