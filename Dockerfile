@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1.7
+# One image for every Synkro role: the gRPC code server (default command), dagster-webserver,
+# dagster-daemon, and each run container the DockerRunLauncher starts. Nothing secret is baked in:
+# credentials arrive as environment variables at run time (.env / Kubernetes Secret).
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Optional-dependency groups from pyproject.toml to add, comma-separated (e.g. a Kubernetes extra).
+ARG SYNKRO_EXTRAS=""
+
+WORKDIR /app
+
+# Dependency layer: only pyproject.toml is copied, so this layer is rebuilt when the dependencies
+# change, not on every source edit. The list installed is exactly pyproject's [project]
+# dependencies (plus the chosen extras): no second, hand-kept version list.
+COPY pyproject.toml /tmp/build/pyproject.toml
+RUN python - /tmp/build/pyproject.toml "$SYNKRO_EXTRAS" > /tmp/build/requirements.txt <<'EOF'
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as f:
+    project = tomllib.load(f)["project"]
+requirements = list(project["dependencies"])
+for extra in filter(None, (e.strip() for e in sys.argv[2].split(","))):
+    requirements += project["optional-dependencies"][extra]
+print("\n".join(requirements))
+EOF
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install -r /tmp/build/requirements.txt
+
+# The project itself, without touching the dependencies installed above; `pip check` fails the
+# build if the source now needs something the dependency layer lacks.
+COPY README.md pyproject.toml /tmp/src/
+COPY synkro_dagster /tmp/src/synkro_dagster
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --no-deps /tmp/src && pip check && rm -rf /tmp/src /tmp/build
+
+# Migrations ship with the image; `synkro db migrate` reads them from here.
+COPY supabase/migrations /app/supabase/migrations
+COPY --chmod=0755 deploy/entrypoint.sh /app/deploy/entrypoint.sh
+
+# A fixed non-root user. The folders that named volumes are mounted on exist and belong to it, so a
+# fresh Docker volume is created with that owner.
+RUN useradd --uid 10001 --user-group --home-dir /home/synkro --create-home synkro \
+    && mkdir -p /opt/dagster/dagster_home/storage /srv/synkro/inbox /var/lib/synkro/temp \
+    && chown -R synkro:synkro /opt/dagster/dagster_home /srv/synkro /var/lib/synkro
+COPY dagster.yaml workspace.yaml /opt/dagster/dagster_home/
+
+ENV DAGSTER_HOME=/opt/dagster/dagster_home \
+    SYNKRO_MIGRATIONS_DIR=/app/supabase/migrations \
+    SYNKRO_INBOX_ROOT=/srv/synkro/inbox \
+    SYNKRO_TEMP_DIR=/var/lib/synkro/temp
+
+USER synkro
+
+EXPOSE 4000
+# Probes the code server (the default command). docker-compose.yml gives the webserver and the
+# daemon their own checks; run containers switch it off (dagster.yaml, container_kwargs).
+HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+    CMD ["dagster", "api", "grpc-health-check", "-p", "4000"]
+
+ENTRYPOINT ["/app/deploy/entrypoint.sh"]
+CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "synkro_dagster.definitions", "--location-name", "synkro"]
