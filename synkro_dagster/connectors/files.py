@@ -1,0 +1,200 @@
+"""FileDropConnector: reads the files dropped into an integration's inbox, one part per file.
+
+Each complete file of a stream becomes one isolated `Part` whose identity is the file's SHA-256:
+the data layer records that hash with the file's rows in one transaction and skips a hash it has
+already recorded, so a file lands exactly once even if the move to `processed/` never happened.
+A file with bad data is rolled back alone and moved to `quarantine/` with `<name>.error.txt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from synkro_dagster.connectors.files_formats import read_records
+from synkro_dagster.connectors.files_inbox import (
+    DroppedFile,
+    HashCache,
+    inbox_dir,
+    move_to_processed,
+    move_to_quarantine,
+    read_manifest,
+    ready_files,
+    resolve_inbox_root,
+)
+from synkro_dagster.connectors.files_values import make_converter
+from synkro_dagster.contracts import (
+    Batch,
+    Integration,
+    Part,
+    ReadStats,
+    SourceDataError,
+    StreamRead,
+)
+from synkro_dagster.specs.files import FileOptions
+from synkro_dagster.specs.models import SourceSpec, StreamSpec
+
+_hashes = HashCache()
+
+
+class FileDropConnector(dg.ConfigurableResource):
+    """Reads CSV, XLSX, JSON and NDJSON files from `<inbox_root>/<integration id>/`."""
+
+    inbox_root: str | None = Field(
+        default=None,
+        description="folder holding one inbox per integration; default SYNKRO_INBOX_ROOT, "
+        "else <temp dir>/inbox",
+    )
+    batch_rows: int = Field(default=10_000, ge=1, description="records per batch handed on")
+    stable_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="a file must be unchanged this long before it is read (writers that do not "
+        "use the .tmp -> rename protocol)",
+    )
+
+    def root(self) -> Path:
+        return resolve_inbox_root(self.inbox_root)
+
+    def inbox(self, integration_id: str) -> Path:
+        """The integration's inbox folder."""
+        return inbox_dir(self.root(), integration_id)
+
+    @contextmanager
+    def session(self, source: SourceSpec, integration: Integration) -> Iterator[FileDropSession]:
+        inbox = self.inbox(integration.id)
+        inbox.mkdir(parents=True, exist_ok=True)
+        yield FileDropSession(self, source, integration, inbox)
+
+
+class FileDropSession:
+    """One run's view of one integration's inbox."""
+
+    def __init__(
+        self,
+        connector: FileDropConnector,
+        source: SourceSpec,
+        integration: Integration,
+        inbox: Path,
+    ) -> None:
+        self.connector = connector
+        self.source = source
+        self.integration = integration
+        self.inbox = inbox
+
+    def read(self, stream: StreamSpec, cursor: str | None) -> StreamRead:
+        """The stream's complete files, oldest first, as parts. `cursor` is not used: which
+        files were loaded is known by their hashes, not by a cursor."""
+        options = FileOptions.resolve(self.source, stream)
+        stats = ReadStats()
+        return StreamRead(
+            parts=self._parts(stream, options, stats),
+            stats=stats,
+            column_types=dict(stream.columns),
+        )
+
+    def _parts(self, stream: StreamSpec, options: FileOptions, stats: ReadStats) -> Iterator[Part]:
+        listed = ready_files(self.inbox, [(stream, options)], self.connector.stable_seconds)
+        for dropped in listed:
+            if not dropped.path.exists():
+                continue  # taken by a concurrent run
+            identity = _hashes.hash(dropped)
+            # Changed while it was hashed: still being written; the next sync takes it.
+            if not dropped.unchanged():
+                continue
+            yield FilePart(self, stream, options, dropped, identity, stats)
+
+
+class FilePart(Part):
+    """One dropped file: its batches, its identity, and where it goes afterwards."""
+
+    isolated = True
+
+    def __init__(
+        self,
+        session: FileDropSession,
+        stream: StreamSpec,
+        options: FileOptions,
+        dropped: DroppedFile,
+        identity: str,
+        stats: ReadStats,
+    ) -> None:
+        self.session = session
+        self.stream = stream
+        self.options = options
+        self.dropped = dropped
+        self.identity = identity
+        self.stats = stats
+        self.name = dropped.path.name
+        self.path = dropped.path
+        self.records = 0
+
+    def batches(self) -> Iterator[Batch]:
+        declared = read_manifest(self.path)
+        if declared is not None and declared != self.identity:
+            raise SourceDataError(
+                f"{self.name}: content does not match its manifest {self.name}.sha256 "
+                f"(manifest {declared[:16]}…, file {self.identity[:16]}…): incomplete or "
+                "altered upload"
+            )
+        converters = [
+            (column, converter)
+            for column, kind in self.stream.columns.items()
+            if (converter := make_converter(kind, self.options)) is not None
+        ]
+        primary_key = list(self.stream.primary_key)
+        size = self.session.connector.batch_rows
+        batch: Batch = []
+        for where, record in read_records(self.path, self.options, primary_key):
+            for column, convert in converters:
+                value = record.get(column)
+                if value is not None:
+                    try:
+                        record[column] = convert(value)
+                    except ValueError as exc:
+                        raise SourceDataError(
+                            f"{self.name} {where}, column '{column}': {_show(value)} {exc}"
+                        ) from None
+            for key in primary_key:
+                if record.get(key) is None:
+                    raise SourceDataError(
+                        f"{self.name} {where}: primary key '{key}' is empty"
+                        + ("" if key in record else " (no such field in the record)")
+                    )
+            batch.append(record)
+            if len(batch) >= size:
+                self.records += len(batch)
+                yield batch
+                batch = []
+        if batch:
+            self.records += len(batch)
+            yield batch
+        self.stats.files += 1
+        self.stats.bytes += self.dropped.size
+        self.stats.records += self.records
+
+    def after_commit(self) -> None:
+        move_to_processed(self.path)
+
+    def rejected(self, error: SourceDataError) -> None:
+        self.stats.files_rejected += 1
+        move_to_quarantine(
+            self.path,
+            str(error),
+            {
+                "integration": self.session.integration.id,
+                "stream": self.stream.name,
+                "sha256": self.identity or "",
+                "size": f"{self.dropped.size} bytes",
+            },
+        )
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else repr(str(value))
+    return text if len(text) <= 80 else text[:77] + "…'"

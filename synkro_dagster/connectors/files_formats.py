@@ -1,0 +1,334 @@
+"""Streams records out of CSV, XLSX, JSON and NDJSON files without holding a file in memory.
+
+Every reader yields `(where, record)` pairs — `where` is "line 57", "row 12" or "record 3", used
+in error messages — with header names already renamed per the spec. Structural problems (bad
+encoding, ragged rows, broken workbook, invalid JSON, missing records path, duplicate or missing
+header names) raise SourceDataError naming the file and the place.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from synkro_dagster.contracts import Record, SourceDataError
+from synkro_dagster.specs.files import FileOptions
+
+SAMPLE_BYTES = 64 * 1024
+# Encodings told apart by detection when the spec fixes none; others must be named in the spec.
+DETECTED_ENCODINGS = ["cp1251", "cp1252"]
+DELIMITERS = (";", ",", "\t")
+TEXT_BUFFER = 1024 * 1024
+
+Located = tuple[str, Record]
+
+
+def read_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+    """Every record of the file at `path` in file order, as (where, record)."""
+    readers = {"csv": _csv_records, "xlsx": _xlsx_records, "json": _json_records}
+    reader = readers.get(options.format, _ndjson_records)
+    return reader(path, options, primary_key)
+
+
+# -- CSV ----------------------------------------------------------------------------------------
+
+
+def detect_encoding(path: Path) -> tuple[str, str]:
+    """(encoding, how it was chosen) from the first 64 KB: BOM, then valid UTF-8, then
+    charset-normalizer among DETECTED_ENCODINGS."""
+    with path.open("rb") as handle:
+        sample = handle.read(SAMPLE_BYTES)
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig", "detected: UTF-8 byte-order mark"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", "detected: UTF-16 byte-order mark"
+    try:
+        # final=False: a multi-byte character cut by the sample's end is not an error.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        return "utf-8", "detected from the first 64 KB"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample, cp_isolation=DETECTED_ENCODINGS).best()
+    if best is None:
+        raise SourceDataError(
+            f"{path.name}: cannot tell its text encoding (tried UTF-8, "
+            f"{', '.join(DETECTED_ENCODINGS)}); set files.encoding in the spec"
+        )
+    return best.encoding, "detected from the first 64 KB"
+
+
+def _decode_error(path: Path, encoding: str, how: str) -> SourceDataError:
+    """Find the first undecodable byte (only on the error path) and say where it is."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    offset = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(TEXT_BUFFER):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                # The decoder may hold back a few bytes of the previous chunk; close enough.
+                bad = max(exc.start, 0)
+                line += chunk[:bad].count(b"\n")
+                value = chunk[bad : bad + 4].hex(" ")
+                return SourceDataError(
+                    f"{path.name} line {line} (byte {offset + bad}): bytes {value} are not "
+                    f"valid {encoding} (encoding {how}); fix the export or set files.encoding"
+                )
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+    return SourceDataError(f"{path.name}: not valid {encoding} (encoding {how})")
+
+
+def sniff_delimiter(first_line: str) -> str:
+    """The candidate that occurs most often outside quotes in the header line (',' if none)."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for char in first_line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _check_header(
+    path: Path, where: str, names: list[Any], options: FileOptions, primary_key: list[str]
+) -> list[str]:
+    """Header cells -> column names (renamed); errors for empty, duplicate or missing key names."""
+    cleaned = ["" if n is None else str(n).strip().lstrip("\ufeff") for n in names]
+    for index, name in enumerate(cleaned, start=1):
+        if not name:
+            raise SourceDataError(f"{path.name} {where}: column {index} of the header has no name")
+    duplicated = sorted({n for n in cleaned if cleaned.count(n) > 1})
+    if duplicated:
+        raise SourceDataError(
+            f"{path.name} {where}: duplicate column names in the header: "
+            + ", ".join(repr(n) for n in duplicated)
+        )
+    renamed = [options.rename.get(n, n) for n in cleaned]
+    collided = sorted({n for n in renamed if renamed.count(n) > 1})
+    if collided:
+        raise SourceDataError(
+            f"{path.name} {where}: after renaming, several columns are named "
+            + ", ".join(repr(n) for n in collided)
+        )
+    missing = [k for k in primary_key if k not in renamed]
+    if missing:
+        raise SourceDataError(
+            f"{path.name} {where}: primary-key column "
+            + ", ".join(repr(k) for k in missing)
+            + f" is not in the header (columns: {', '.join(cleaned)})"
+        )
+    return renamed
+
+
+def _csv_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+    if options.encoding:
+        encoding, how = options.encoding, "set by the spec"
+    else:
+        encoding, how = detect_encoding(path)
+    handle = path.open("r", encoding=encoding, newline="", buffering=TEXT_BUFFER)
+    try:
+        yield from _csv_rows(path, handle, options, primary_key)
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding, how) from None
+    finally:
+        handle.close()
+
+
+def _csv_rows(
+    path: Path, handle: io.TextIOBase, options: FileOptions, primary_key: list[str]
+) -> Iterator[Located]:
+    for _ in range(options.skip_rows):
+        handle.readline()
+    offset = options.skip_rows
+    first = handle.readline()
+    if not first.strip():
+        raise SourceDataError(f"{path.name}: the file is empty (no header row)")
+    delimiter = options.delimiter or sniff_delimiter(first)
+    # The header line was read on its own (to sniff); the rest goes through the same reader.
+    header = next(csv.reader([first], delimiter=delimiter, quotechar=options.quotechar))
+    header_line = offset + 1
+    # A trailing delimiter (common in 1C exports) gives unnamed last columns: ignore them.
+    width = len(header)
+    while header and not header[-1].strip():
+        header.pop()
+    names = _check_header(path, f"line {header_line}", header, options, primary_key)
+    named = len(names)
+    reader = csv.reader(handle, delimiter=delimiter, quotechar=options.quotechar, strict=True)
+    line = header_line + 1
+    while True:
+        start = line
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise SourceDataError(
+                f"{path.name} line {header_line + reader.line_num}: malformed CSV ({exc})"
+            ) from None
+        line = header_line + 1 + reader.line_num
+        if len(row) != named:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if not (len(row) <= width and not any(v.strip() for v in row[named:])):
+                raise SourceDataError(
+                    f"{path.name} line {start}: {len(row)} fields, the header has {named} "
+                    f"(delimiter {delimiter!r})"
+                )
+            row = row[:named]
+        yield (
+            f"line {start}",
+            {n: (v if v != "" else None) for n, v in zip(names, row, strict=True)},
+        )
+
+
+# -- XLSX ---------------------------------------------------------------------------------------
+
+
+def _xlsx_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise SourceDataError(f"{path.name}: not a valid XLSX workbook ({exc})") from None
+    except Exception as exc:  # openpyxl raises its own InvalidFileException and XML errors
+        raise SourceDataError(
+            f"{path.name}: not a valid XLSX workbook ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        if options.sheet is not None:
+            if options.sheet not in workbook.sheetnames:
+                raise SourceDataError(
+                    f"{path.name}: no sheet {options.sheet!r} (sheets: "
+                    + ", ".join(repr(s) for s in workbook.sheetnames)
+                    + ")"
+                )
+            sheet = workbook[options.sheet]
+            label = f"sheet {options.sheet!r}"
+        else:
+            sheet = workbook.worksheets[0]
+            label = f"sheet {sheet.title!r}"
+        rows = sheet.iter_rows(values_only=True)
+        number = 0
+        for _ in range(options.skip_rows):
+            next(rows, None)
+            number += 1
+        header = None
+        for cells in rows:
+            number += 1
+            if any(c is not None and str(c).strip() for c in cells):
+                header = list(cells)
+                break
+        if header is None:
+            raise SourceDataError(f"{path.name} {label}: the sheet is empty (no header row)")
+        while header and (header[-1] is None or not str(header[-1]).strip()):
+            header.pop()
+        names = _check_header(path, f"{label} row {number}", header, options, primary_key)
+        width = len(names)
+        for cells in rows:
+            number += 1
+            if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
+                continue
+            extra = cells[width:]
+            if any(c is not None and str(c).strip() for c in extra):
+                raise SourceDataError(
+                    f"{path.name} {label} row {number}: values beyond the header's {width} columns"
+                )
+            record = {n: (None if v == "" else v) for n, v in zip(names, cells, strict=False)}
+            for name in names[len(cells) :]:
+                record[name] = None
+            yield f"{label} row {number}", record
+    except SourceDataError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise SourceDataError(f"{path.name}: not a valid XLSX workbook ({exc})") from None
+    finally:
+        workbook.close()
+
+
+# -- JSON and NDJSON ----------------------------------------------------------------------------
+
+
+def _renamed(record: Any, where: str, path: Path, options: FileOptions) -> Record:
+    if not isinstance(record, dict):
+        raise SourceDataError(
+            f"{path.name} {where}: is a {type(record).__name__}, not an object (a record)"
+        )
+    if options.rename:
+        return {options.rename.get(k, k): v for k, v in record.items()}
+    return record
+
+
+def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+    import ijson
+
+    records_path = options.records_path or ""
+    found = {"array": False}
+
+    def watched(events: Iterator[tuple[str, str, Any]]) -> Iterator[tuple[str, str, Any]]:
+        for prefix, event, value in events:
+            if prefix == records_path and not found["array"]:
+                if event == "start_array":
+                    found["array"] = True
+                elif event in ("start_map", "string", "number", "boolean", "null"):
+                    what = "an object" if event == "start_map" else f"a {event}"
+                    hint = "set files.records_path" if not records_path else "check records_path"
+                    at = f"records path {records_path!r}" if records_path else "the top level"
+                    raise SourceDataError(
+                        f"{path.name}: {at} is {what}, not an array of records ({hint})"
+                    )
+            yield prefix, event, value
+
+    item_prefix = f"{records_path}.item" if records_path else "item"
+    with path.open("rb") as handle:
+        if handle.read(3) != codecs.BOM_UTF8:
+            handle.seek(0)
+        number = 0
+        try:
+            for record in ijson.items(watched(ijson.parse(handle)), item_prefix):
+                number += 1
+                where = f"record {number}"
+                yield where, _renamed(record, where, path, options)
+        except ijson.JSONError as exc:
+            where = f"after record {number}" if number else "before the first record"
+            raise SourceDataError(f"{path.name}: not valid JSON {where} ({exc})") from None
+    if not found["array"]:
+        if not records_path:
+            raise SourceDataError(f"{path.name}: the file is empty (no JSON array)")
+        raise SourceDataError(
+            f"{path.name}: records path {records_path!r} is not in the file "
+            "(check files.records_path)"
+        )
+
+
+def _ndjson_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+    encoding = options.encoding or "utf-8-sig"
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            where = f"line {number}"
+            try:
+                text = raw.decode(encoding)
+                value = json.loads(text, parse_float=Decimal)
+            except UnicodeDecodeError as exc:
+                raise SourceDataError(
+                    f"{path.name} {where}: bytes {raw[exc.start : exc.start + 4].hex(' ')} are "
+                    f"not valid {encoding}"
+                ) from None
+            except ValueError as exc:
+                raise SourceDataError(f"{path.name} {where}: not valid JSON ({exc})") from None
+            yield where, _renamed(value, where, path, options)

@@ -1,0 +1,209 @@
+"""An integration's inbox folder: which files are complete, their content hashes, and moving them.
+
+Layout: `<inbox root>/<integration id>/` holds dropped files; `processed/` and `quarantine/` below
+it hold loaded and rejected ones. A file is *ready* when it is not an upload in progress
+(`*.tmp`), not a manifest (`*.sha256`), has not changed for `stable_seconds`, and — if the
+stream requires one — has its `<name>.sha256` manifest beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from synkro_dagster.specs.files import FileOptions
+from synkro_dagster.specs.models import SourceSpec, StreamSpec
+
+INBOX_ROOT_ENV = "SYNKRO_INBOX_ROOT"
+PROCESSED = "processed"
+QUARANTINE = "quarantine"
+MANIFEST_SUFFIX = ".sha256"
+UPLOAD_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")
+HASH_CHUNK = 1024 * 1024
+
+
+def resolve_inbox_root(inbox_root: str | None = None) -> Path:
+    """The inbox root: the argument, else SYNKRO_INBOX_ROOT, else <temp dir>/inbox."""
+    if inbox_root:
+        return Path(inbox_root)
+    configured = os.environ.get(INBOX_ROOT_ENV)
+    if configured:
+        return Path(configured)
+    from synkro_dagster.database import temp_dir
+
+    return temp_dir() / "inbox"
+
+
+def inbox_dir(root: Path, integration_id: str) -> Path:
+    if (
+        not integration_id
+        or "/" in integration_id
+        or "\\" in integration_id
+        or ".." in integration_id
+    ):
+        raise ValueError(f"integration id {integration_id!r} cannot name an inbox folder")
+    return root / integration_id
+
+
+@dataclass(frozen=True)
+class DroppedFile:
+    """A complete file in an inbox, the stream it belongs to, and its stat at listing time."""
+
+    path: Path
+    stream: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def manifest(self) -> Path:
+        return manifest_path(self.path)
+
+    def unchanged(self) -> bool:
+        """Whether the file still has the size and mtime it had when listed."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def stream_options(source: SourceSpec) -> list[tuple[StreamSpec, FileOptions]]:
+    return [(s, FileOptions.resolve(source, s)) for s in source.streams if s.files is not None]
+
+
+def ready_files(
+    inbox: Path,
+    streams: list[tuple[StreamSpec, FileOptions]],
+    stable_seconds: float,
+    now: float | None = None,
+) -> list[DroppedFile]:
+    """Complete files of the given streams in `inbox`, oldest first (then by name)."""
+    if not inbox.is_dir():
+        return []
+    now = time.time() if now is None else now
+    found: list[DroppedFile] = []
+    for entry in os.scandir(inbox):
+        name = entry.name
+        lowered = name.lower()
+        if lowered.endswith(UPLOAD_SUFFIXES + (MANIFEST_SUFFIX,)) or name.startswith("."):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue  # processed/, quarantine/ and any other folder
+        match = next(((s, o) for s, o in streams if o.matches(name)), None)
+        if match is None:
+            continue
+        stream, options = match
+        st = entry.stat(follow_symlinks=False)
+        # ctime too: a copy tool can set an old mtime, but not the ctime its own writes cause.
+        changed = max(st.st_mtime, st.st_ctime)
+        if now - changed < stable_seconds:
+            continue
+        if options.require_manifest and not manifest_path(Path(entry.path)).is_file():
+            continue
+        found.append(DroppedFile(Path(entry.path), stream.name, st.st_size, st.st_mtime_ns))
+    found.sort(key=lambda f: (f.mtime_ns, f.path.name))
+    return found
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 (hex), read in 1 MB chunks: memory stays flat for any size."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path: Path) -> str | None:
+    """The hash a `<name>.sha256` manifest declares (sha256sum or bare-hex format), if any."""
+    manifest = manifest_path(path)
+    try:
+        text = manifest.read_text(encoding="utf-8-sig").strip()
+    except FileNotFoundError:
+        return None
+    token = text.split()[0].lower() if text else ""
+    return token
+
+
+class HashCache:
+    """Content hashes by (path, size, mtime): a file is hashed again only when it changed."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._items: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def hash(self, dropped: DroppedFile) -> str:
+        key = (str(dropped.path), dropped.size, dropped.mtime_ns)
+        with self._lock:
+            cached = self._items.get(key)
+            if cached is not None:
+                self._items.move_to_end(key)
+                return cached
+        digest = sha256_file(dropped.path)
+        with self._lock:
+            self._items[key] = digest
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return digest
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/<stem>.<n><suffix>` when that name is taken."""
+    target = folder / name
+    if not target.exists():
+        return target
+    stem, dot, suffix = name.partition(".")
+    suffix = dot + suffix
+    n = 1
+    while True:
+        target = folder / f"{stem}.{n}{suffix}"
+        if not target.exists():
+            return target
+        n += 1
+
+
+def move_to_processed(path: Path) -> Path | None:
+    """Move a loaded file (and its manifest) to processed/; None if it is already gone."""
+    return _move(path, path.parent / PROCESSED)
+
+
+def move_to_quarantine(path: Path, reason: str, details: dict[str, str]) -> Path | None:
+    """Move a rejected file (and its manifest) to quarantine/ with `<name>.error.txt` beside it."""
+    target = _move(path, path.parent / QUARANTINE)
+    if target is None:
+        return None
+    lines = [
+        f"file: {path.name}",
+        *(f"{k}: {v}" for k, v in details.items()),
+        f"quarantined at: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"error: {reason}",
+        "",
+        "Nothing from this file was loaded. Fix the file and drop it into the inbox again;",
+        "a corrected file has a new content hash and is loaded by the next sync.",
+        "",
+    ]
+    target.with_name(target.name + ".error.txt").write_text("\n".join(lines), encoding="utf-8")
+    return target
+
+
+def _move(path: Path, folder: Path) -> Path | None:
+    if not path.exists():
+        return None
+    folder.mkdir(exist_ok=True)
+    target = _free_name(folder, path.name)
+    os.replace(path, target)
+    manifest = manifest_path(path)
+    if manifest.exists():
+        os.replace(manifest, manifest_path(target))
+    return target
