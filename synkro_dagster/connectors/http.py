@@ -1,0 +1,790 @@
+"""HttpConnector: reads the streams of an `http` source spec page by page, as bounded batches.
+
+One session per (run, integration) owns one pooled `httpx.Client`, the auth state (an OAuth2 token
+is fetched once and refreshed on expiry or a 401) and the client-side rate budget every stream of
+the session shares. Each request is retried with exponential backoff and jitter on 429, 5xx,
+timeouts and connection errors (tenacity), waiting at least as long as a `Retry-After` header
+asks, within a bounded total wait. Each page's records are handed on as one batch as soon as the
+page arrives, so memory holds one page. A server that repeats a page fails instead of looping.
+
+Secrets never leave the session: error messages and httpx's own log lines pass through the
+integration's redaction, and query parameters that carry a key are dropped from any URL shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import dagster as dg
+import httpx
+from pydantic import Field
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from synkro_dagster.contracts import (
+    Batch,
+    BatchesPart,
+    Integration,
+    ReadStats,
+    SourceDataError,
+    StreamRead,
+    redact,
+)
+from synkro_dagster.specs.http import (
+    PLACEHOLDER,
+    ApiKeyAuth,
+    BasicAuth,
+    BearerAuth,
+    CursorPagination,
+    HttpSourceOptions,
+    HttpStreamOptions,
+    LinkHeaderPagination,
+    NextUrlPagination,
+    OAuth2ClientCredentials,
+    OffsetPagination,
+    PageNumberPagination,
+    SinglePage,
+    Total,
+    auth_secret_names,
+)
+from synkro_dagster.specs.models import SourceSpec, StreamSpec
+
+logger = logging.getLogger(__name__)
+
+
+class HttpSourceError(RuntimeError):
+    """An HTTP source failed for good: names integration, stream, URL (secrets removed), status
+    and a body excerpt."""
+
+
+class PaginationLoopError(HttpSourceError):
+    """The server sent the same page (token, URL or content) twice: reading on would never end."""
+
+
+class _Retryable(Exception):
+    """A response worth retrying (429 / 5xx); carries when the server said to come back."""
+
+    def __init__(self, response: httpx.Response, not_before: float | None) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+        self.not_before = not_before
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def retry_after_deadline(value: str | None, now: float | None = None) -> float | None:
+    """The `time.time()` before which a retry must not happen, from Retry-After seconds or HTTP-date."""
+    if not value:
+        return None
+    now = time.time() if now is None else now
+    text = value.strip()
+    try:
+        return now + max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(now, moment.timestamp())
+
+
+def select(body: Any, path: str | None) -> Any:
+    """The value at a dotted body path: 'data', 'result.items', 'items.0.id'; '$' or '' is the body."""
+    if path is None:
+        return None
+    path = path.strip()
+    if path in ("", "$"):
+        return body
+    if path.startswith("$."):
+        path = path[2:]
+    value = body
+    for key in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(key)
+        elif isinstance(value, list) and key.lstrip("-").isdigit():
+            index = int(key)
+            value = value[index] if -len(value) <= index < len(value) else None
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An aware datetime from ISO-8601 text (naive means UTC), or None for anything else."""
+    if not isinstance(value, str) or len(value) < 10 or value[4:5] != "-":
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def format_cursor(value: str, fmt: str | None) -> str:
+    """The stored cursor as the request parameter wants it: iso8601 (default), date, unix,
+    unix_ms or a strftime pattern. Rounding is always down, so `>=` never skips a record."""
+    moment = parse_time(value)
+    if moment is None:
+        return value  # not a time (an id, a version number): sent as stored
+    fmt = fmt or "iso8601"
+    if fmt == "iso8601":
+        utc = moment.astimezone(UTC)
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+        if utc.microsecond:
+            text += f".{utc.microsecond:06d}"
+        return text + "Z"
+    if fmt == "date":
+        return moment.astimezone(UTC).date().isoformat()
+    if fmt == "unix":
+        return str(int(moment.timestamp()))
+    if fmt == "unix_ms":
+        return str(int(moment.timestamp() * 1000))
+    return moment.strftime(fmt)
+
+
+def cursor_filter(threshold: str) -> Callable[[Any], bool]:
+    """A test 'is this record's cursor value >= threshold' for APIs that ignore the filter.
+
+    Values that cannot be compared (missing, another type) are kept: the merge dedupes them."""
+    moment = parse_time(threshold)
+    if moment is not None:
+
+        def keep_time(value: Any) -> bool:
+            other = parse_time(value)
+            return other is None or other >= moment
+
+        return keep_time
+    try:
+        number = float(threshold)
+    except ValueError:
+        return lambda value: value is None or str(value) >= threshold
+
+    def keep_number(value: Any) -> bool:
+        try:
+            return value is None or float(value) >= number
+        except (TypeError, ValueError):
+            return True
+
+    return keep_number
+
+
+class RateBudget:
+    """Spaces requests at least `interval` seconds apart; shared by every stream of a session."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if self.interval <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites log records of a logger (httpx logs full URLs) with the session's secrets removed."""
+
+    def __init__(self, redactor: Callable[[str], str]) -> None:
+        super().__init__()
+        self._redact = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self._redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth
+
+
+class _Auth:
+    """Adds credentials to a request; the OAuth2 variant can refresh after a 401."""
+
+    secret_params: frozenset[str] = frozenset()
+
+    def apply(self, headers: dict[str, str], params: dict[str, Any]) -> None:
+        pass
+
+    def refresh_after_401(self) -> bool:
+        return False
+
+
+class _StaticAuth(_Auth):
+    def __init__(self, headers: dict[str, str], params: dict[str, str]) -> None:
+        self._headers = headers
+        self._params = params
+        self.secret_params = frozenset(params)
+
+    def apply(self, headers: dict[str, str], params: dict[str, Any]) -> None:
+        headers.update(self._headers)
+        params.update(self._params)
+
+
+class _OAuth2Auth(_Auth):
+    def __init__(self, session: HttpSession, spec: OAuth2ClientCredentials) -> None:
+        self._session = session
+        self._spec = spec
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._lock = threading.Lock()
+
+    def apply(self, headers: dict[str, str], params: dict[str, Any]) -> None:
+        with self._lock:
+            if self._token is None or time.monotonic() >= self._refresh_at:
+                self._fetch()
+            headers["Authorization"] = f"Bearer {self._token}"
+
+    def refresh_after_401(self) -> bool:
+        with self._lock:
+            self._fetch()
+        return True
+
+    def _fetch(self) -> None:
+        spec, session = self._spec, self._session
+        client_id = session.secret(spec.client_id_secret)
+        client_secret = session.secret(spec.client_secret_secret)
+        form = {"grant_type": "client_credentials"}
+        if spec.scope:
+            form["scope"] = spec.scope
+        headers = {"Accept": "application/json"}
+        basic = None
+        if spec.client_auth == "basic":
+            basic = httpx.BasicAuth(client_id, client_secret)
+        else:
+            form.update(client_id=client_id, client_secret=client_secret)
+        url = session.render(spec.token_url, "http.auth.token_url")
+        response = session.send(
+            "oauth2 token", "POST", url, headers=headers, data=form, basic=basic, authorize=False
+        )
+        try:
+            body = response.json()
+            token = body["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise HttpSourceError(
+                session.describe("oauth2 token", "POST", url)
+                + ": the token response has no access_token"
+            ) from None
+        session.add_runtime_secret(token)
+        expires_in = float(body.get("expires_in") or spec.default_expires_in)
+        # Refresh a little early so a token does not expire between check and use.
+        self._refresh_at = time.monotonic() + expires_in - min(60.0, expires_in * 0.1)
+        self._token = token
+        logger.debug("fetched an OAuth2 token for integration %s", session.integration.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# The resource and its session
+
+
+class HttpConnector(dg.ConfigurableResource):
+    """Reads `http` source specs. One session per run and integration; see `session`."""
+
+    connect_timeout: float = Field(default=10.0, description="seconds to open a connection")
+    read_timeout: float = Field(
+        default=60.0, description="seconds to wait for response data (a spec's timeout overrides)"
+    )
+    max_retries: int = Field(default=5, description="retries per request after the first try")
+    backoff_initial: float = Field(default=1.0, description="first backoff wait, seconds")
+    backoff_max: float = Field(default=60.0, description="longest single backoff wait, seconds")
+    max_retry_wait: float = Field(
+        default=300.0, description="most seconds one request may spend waiting between retries"
+    )
+    page_size: int = Field(
+        default=100, description="page size when a pagination names a size parameter but no size"
+    )
+    max_pages: int = Field(default=1_000_000, description="pages per stream before giving up")
+    max_connections: int = Field(default=10, description="connection pool size per session")
+    body_excerpt_chars: int = Field(default=300, description="body text shown in errors")
+    user_agent: str = "synkro-dagster/0.1"
+
+    @contextmanager
+    def session(self, source: SourceSpec, integration: Integration) -> Iterator[HttpSession]:
+        """A session for one run of `integration`; closes its connections on exit."""
+        session = HttpSession(self, source, integration)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+class HttpSession:
+    """One integration's open connection to its API: client pool, auth state and rate budget."""
+
+    def __init__(self, connector: HttpConnector, source: SourceSpec, integration: Integration):
+        if source.engine != "http" or source.http is None:
+            raise HttpSourceError(f"spec '{source.name}' is not an http spec")
+        self.connector = connector
+        self.source = source
+        self.options: HttpSourceOptions = source.http
+        self.integration = integration
+        self._runtime_secrets: list[str] = []
+        self.config = self._resolve_config()
+        self._check_secrets()
+        rate = self.options.rate_limit
+        self.budget = RateBudget(rate.interval if rate else 0.0)
+        read = self.options.timeout or connector.read_timeout
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(
+                connect=connector.connect_timeout, read=read, write=read, pool=read
+            ),
+            limits=httpx.Limits(
+                max_connections=connector.max_connections,
+                max_keepalive_connections=connector.max_connections,
+            ),
+            headers={"User-Agent": connector.user_agent, "Accept": "application/json"},
+            follow_redirects=True,
+            # The environment's proxies and .netrc must not change where secrets are sent.
+            trust_env=False,
+        )
+        self._auths: dict[str, _Auth] = {}
+        self._log_filter = _RedactingFilter(self.redact)
+        logging.getLogger("httpx").addFilter(self._log_filter)
+        logging.getLogger("httpcore").addFilter(self._log_filter)
+
+    def close(self) -> None:
+        self.client.close()
+        logging.getLogger("httpx").removeFilter(self._log_filter)
+        logging.getLogger("httpcore").removeFilter(self._log_filter)
+
+    # -- config, secrets, redaction
+
+    def _resolve_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            name: field.default
+            for name, field in self.source.config.items()
+            if field.default is not None
+        }
+        config.update(self.integration.config)
+        missing = [
+            name
+            for name, field in self.source.config.items()
+            if field.required and config.get(name) in (None, "")
+        ]
+        if missing:
+            raise HttpSourceError(
+                f"integration '{self.integration.id}': config {', '.join(map(repr, missing))} "
+                f"required by spec '{self.source.name}' is not set"
+            )
+        return config
+
+    def _check_secrets(self) -> None:
+        needed = set(auth_secret_names(self.options.auth))
+        for stream in self.source.streams:
+            if stream.http is not None:
+                needed.update(auth_secret_names(stream.http.auth))
+        missing = sorted(n for n in needed if not self.integration.secrets.get(n))
+        if missing:
+            raise HttpSourceError(
+                f"integration '{self.integration.id}': secret(s) {', '.join(map(repr, missing))} "
+                f"needed by spec '{self.source.name}' are not set"
+            )
+
+    def secret(self, name: str) -> str:
+        return str(self.integration.secrets[name])
+
+    def add_runtime_secret(self, value: str) -> None:
+        """A value learned while running (an access token) that must be redacted too."""
+        self._runtime_secrets.append(value)
+
+    def redact(self, text: str) -> str:
+        return redact(text, [*self.integration.secrets.values(), *self._runtime_secrets])
+
+    def render(self, template: str, where: str) -> str:
+        """Fill {placeholders} from the integration's config."""
+
+        def value(match: Any) -> str:
+            name = match.group(1)
+            if name not in self.config or self.config[name] is None:
+                raise HttpSourceError(
+                    f"integration '{self.integration.id}': config '{name}' (used in {where} of "
+                    f"spec '{self.source.name}') is not set"
+                )
+            return str(self.config[name])
+
+        return PLACEHOLDER.sub(value, template)
+
+    def safe_url(self, url: httpx.URL | str) -> str:
+        """The URL with auth query parameters removed and secret values masked."""
+        parsed = httpx.URL(str(url))
+        hidden: set[str] = set()
+        for auth in self._auths.values():
+            hidden |= auth.secret_params
+        if hidden and parsed.query:
+            kept = [(k, v) for k, v in parsed.params.multi_items() if k not in hidden]
+            parsed = parsed.copy_with(query=None).copy_merge_params(kept) if kept else (
+                parsed.copy_with(query=None)
+            )
+        return self.redact(str(parsed))
+
+    def describe(self, stream: str, method: str, url: httpx.URL | str) -> str:
+        return (
+            f"integration '{self.integration.id}', stream '{stream}': "
+            f"{method} {self.safe_url(url)}"
+        )
+
+    def _excerpt(self, response: httpx.Response) -> str:
+        limit = self.connector.body_excerpt_chars
+        text = response.content[: limit * 4].decode("utf-8", errors="replace")
+        text = self.redact(" ".join(text.split()))
+        return text[:limit] + ("..." if len(text) > limit else "")
+
+    # -- auth
+
+    def _auth(self, spec: Any) -> _Auth:
+        if spec is None:
+            return _Auth()
+        key = spec.model_dump_json()
+        auth = self._auths.get(key)
+        if auth is not None:
+            return auth
+        if isinstance(spec, BearerAuth):
+            auth = _StaticAuth({"Authorization": f"Bearer {self.secret(spec.token_secret)}"}, {})
+        elif isinstance(spec, ApiKeyAuth):
+            value = spec.prefix + self.secret(spec.key_secret)
+            if spec.location == "header":
+                auth = _StaticAuth({spec.name: value}, {})
+            else:
+                auth = _StaticAuth({}, {spec.name: value})
+        elif isinstance(spec, BasicAuth):
+            if spec.username_secret:
+                username = self.secret(spec.username_secret)
+            else:
+                username = self.render(spec.username or "", "http.auth.username")
+            header = httpx.BasicAuth(username, self.secret(spec.password_secret))
+            request = header.auth_flow(httpx.Request("GET", "http://x")).__next__()
+            auth = _StaticAuth({"Authorization": request.headers["Authorization"]}, {})
+            # The encoded header is as secret as the password itself.
+            self.add_runtime_secret(request.headers["Authorization"].split(" ", 1)[1])
+        elif isinstance(spec, OAuth2ClientCredentials):
+            auth = _OAuth2Auth(self, spec)
+        else:  # pragma: no cover - the spec models allow nothing else
+            raise HttpSourceError(f"unsupported auth {type(spec).__name__}")
+        self._auths[key] = auth
+        return auth
+
+    # -- one request, retried
+
+    def _wait(self, state: RetryCallState) -> float:
+        c = self.connector
+        exponential = min(c.backoff_max, c.backoff_initial * 2 ** (state.attempt_number - 1))
+        # Equal jitter: at least half the exponential step, so retries spread but never rush.
+        wait = exponential / 2 + random.uniform(0, exponential / 2)
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Retryable) and error.not_before is not None:
+            # A tiny margin so the next request lands after, not at, the requested moment.
+            wait = max(wait, error.not_before - time.time() + 0.005)
+        return wait
+
+    def _stop(self, state: RetryCallState) -> bool:
+        c = self.connector
+        return (
+            state.attempt_number > c.max_retries
+            or state.idle_for + (state.upcoming_sleep or 0.0) > c.max_retry_wait
+        )
+
+    def send(
+        self,
+        stream: str,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        auth: _Auth | None = None,
+        basic: httpx.BasicAuth | None = None,
+        authorize: bool = True,
+    ) -> httpx.Response:
+        """One logical request: rate-budgeted, authorised, retried; a 2xx response or an error."""
+        auth = auth or _Auth()
+        retrying = Retrying(
+            retry=retry_if_exception_type((_Retryable, httpx.TimeoutException, httpx.TransportError)),
+            wait=self._wait,
+            stop=self._stop,
+            reraise=True,
+        )
+        attempts = 0
+        failure: BaseException | None = None
+        response: httpx.Response | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    response = self._attempt(
+                        method, url, params, headers, json, data, auth, basic, authorize
+                    )
+        except (_Retryable, httpx.HTTPError) as exc:
+            failure = exc
+        if failure is None and response is not None and response.is_success:
+            return response
+        # Built outside the except block so no exception chain (with raw URLs) is attached.
+        waited = retrying.statistics.get("idle_for", 0.0)
+        budget = f"gave up after {attempts} attempt(s) and {waited:.1f}s of retry waits"
+        if isinstance(failure, _Retryable):
+            response = failure.response
+        if response is not None:
+            where = self.describe(stream, method, response.request.url)
+            reason = response.reason_phrase or ""
+            message = (
+                f"{where} failed: HTTP {response.status_code} {reason}; "
+                f"body: {self._excerpt(response)!r}"
+            )
+            if response.status_code in (429,) or response.status_code >= 500:
+                message += f"; {budget}"
+        else:
+            detail = self.redact(f"{type(failure).__name__}: {failure}")
+            message = f"{self.describe(stream, method, url)} failed: {detail}; {budget}"
+        raise HttpSourceError(message)
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: Mapping[str, str] | None,
+        auth: _Auth,
+        basic: httpx.BasicAuth | None,
+        authorize: bool,
+    ) -> httpx.Response:
+        refreshed = False
+        while True:
+            request_headers = dict(headers or {})
+            request_params = dict(params or {})
+            if authorize:
+                auth.apply(request_headers, request_params)
+            self.budget.acquire()
+            response = self.client.request(
+                method,
+                url,
+                params=request_params or None,
+                headers=request_headers,
+                json=json,
+                data=data,
+                auth=basic,
+            )
+            if response.status_code == 401 and authorize and not refreshed:
+                refreshed = auth.refresh_after_401()
+                if refreshed:
+                    continue
+            if response.status_code == 429 or response.status_code >= 500:
+                deadline = retry_after_deadline(response.headers.get("Retry-After"))
+                logger.info(
+                    "%s: HTTP %s, will retry",
+                    self.redact(self.safe_url(response.request.url)),
+                    response.status_code,
+                )
+                raise _Retryable(response, deadline)
+            return response
+
+    # -- reading a stream
+
+    def read(self, stream: StreamSpec, cursor: str | None) -> StreamRead:
+        """Read `stream` from `cursor` (None: cursor.initial, or everything). Lazy: nothing is
+        fetched until the part's batches are iterated."""
+        if stream.http is None:
+            raise HttpSourceError(f"stream '{stream.name}' of spec '{self.source.name}' has no http")
+        stats = ReadStats()
+        pages = self._pages(stream, stream.http, cursor, stats)
+        return StreamRead(parts=iter([BatchesPart(pages, name=stream.name)]), stats=stats)
+
+    def _url(self, options: HttpStreamOptions) -> str:
+        path = self.render(options.path, "http.path")
+        if path.startswith(("http://", "https://")):
+            return path
+        base = self.render(self.options.base_url, "http.base_url").rstrip("/")
+        return f"{base}/{path.lstrip('/')}" if path else base
+
+    def _pages(
+        self, stream: StreamSpec, options: HttpStreamOptions, cursor: str | None, stats: ReadStats
+    ) -> Iterator[Batch]:
+        src = self.options
+        name = stream.name
+        pagination = options.pagination or src.pagination
+        records_path = options.records or src.records
+        total_spec: Total | None = options.total or src.total
+        auth = self._auth(options.auth or src.auth)
+        url = self._url(options)
+        params: dict[str, Any] = {}
+        for key, value in {**src.params, **options.params}.items():
+            params[key] = self.render(value, f"http.params.{key}") if isinstance(value, str) else value
+        headers = {
+            key: self.render(value, f"http.headers.{key}")
+            for key, value in {**src.headers, **options.headers}.items()
+        }
+        keep: Callable[[Any], bool] | None = None
+        cursor_field = stream.cursor.field if stream.cursor else None
+        start = cursor if cursor is not None else (stream.cursor.initial if stream.cursor else None)
+        if stream.cursor and start:
+            if stream.cursor.param:
+                params[stream.cursor.param] = format_cursor(start, stream.cursor.format)
+            keep = cursor_filter(start)
+
+        size_param = getattr(pagination, "page_size_param", None)
+        if size_param:
+            params[size_param] = getattr(pagination, "page_size", None) or self.connector.page_size
+        if isinstance(pagination, PageNumberPagination):
+            page = pagination.start
+            params[pagination.param] = page
+        elif isinstance(pagination, OffsetPagination):
+            offset = pagination.start
+            params[pagination.offset_param] = offset
+            params[pagination.limit_param] = pagination.limit
+
+        seen_pages: set[bytes] = set()
+        seen_next: set[str] = set()
+        received = 0
+        dropped = 0
+        for number in range(1, self.connector.max_pages + 1):
+            response = self.send(
+                name, options.method, url, params=params, headers=headers,
+                json=options.json_body, auth=auth,
+            )
+            content = response.content
+            stats.pages += 1
+            stats.bytes += len(content)
+            try:
+                body = response.json()
+            except ValueError:
+                raise HttpSourceError(
+                    f"{self.describe(name, options.method, response.request.url)}: the response "
+                    f"is not JSON: {self._excerpt(response)!r}"
+                ) from None
+            records = select(body, records_path)
+            if records is None and number > 1:
+                records = []
+            if not isinstance(records, list):
+                raise SourceDataError(
+                    f"integration '{self.integration.id}', stream '{name}': records path "
+                    f"'{records_path}' is not a list in the response of "
+                    f"{self.safe_url(response.request.url)} (got {type(records).__name__})"
+                )
+            if stats.source_total is None and total_spec is not None:
+                stats.source_total = self._total(total_spec, body, response)
+            if not records:
+                break
+            digest = hashlib.blake2b(content, digest_size=16).digest()
+            if digest in seen_pages:
+                raise PaginationLoopError(
+                    f"{self.describe(name, options.method, response.request.url)}: page {number} "
+                    "has the same content as an earlier page; the server ignores the pagination "
+                    "parameters, so reading on would never end"
+                )
+            seen_pages.add(digest)
+            received += len(records)
+            if keep is not None and cursor_field:
+                before = len(records)
+                records = [r for r in records if keep(_field(r, cursor_field))]
+                dropped += before - len(records)
+            stats.records += len(records)
+            if records:
+                yield records
+
+            # Where is the next page?
+            total = stats.source_total
+            if isinstance(pagination, SinglePage):
+                break
+            if isinstance(pagination, PageNumberPagination):
+                total_pages = select(body, pagination.total_pages) if pagination.total_pages else None
+                if isinstance(total_pages, int | float | str) and str(total_pages).isdigit():
+                    if page - pagination.start + 1 >= int(total_pages):
+                        break
+                if total is not None and received >= total:
+                    break
+                page += 1
+                params[pagination.param] = page
+            elif isinstance(pagination, OffsetPagination):
+                offset += pagination.limit
+                if total is not None and offset >= total:
+                    break
+                params[pagination.offset_param] = offset
+            elif isinstance(pagination, CursorPagination):
+                token = select(body, pagination.token)
+                if token in (None, ""):
+                    break
+                token = str(token)
+                self._check_new(token, seen_next, name, options.method, response, "next token")
+                params[pagination.param] = token
+            elif isinstance(pagination, NextUrlPagination | LinkHeaderPagination):
+                if isinstance(pagination, NextUrlPagination):
+                    target = select(body, pagination.path)
+                else:
+                    target = (response.links.get(pagination.rel) or {}).get("url")
+                if not target:
+                    break
+                target = str(response.request.url.join(str(target)))
+                self._check_new(target, seen_next, name, options.method, response, "next URL")
+                # The next URL carries every query parameter already.
+                url, params = target, {}
+        else:
+            raise HttpSourceError(
+                f"integration '{self.integration.id}', stream '{name}': more than "
+                f"{self.connector.max_pages} pages (HttpConnector.max_pages)"
+            )
+        if dropped:
+            logger.info(
+                "integration %s, stream %s: dropped %d record(s) older than the cursor "
+                "(the API ignores the filter)",
+                self.integration.id,
+                name,
+                dropped,
+            )
+
+    def _check_new(
+        self,
+        value: str,
+        seen: set[str],
+        stream: str,
+        method: str,
+        response: httpx.Response,
+        what: str,
+    ) -> None:
+        if value in seen:
+            raise PaginationLoopError(
+                f"{self.describe(stream, method, response.request.url)}: the server sent the same "
+                f"{what} twice ({self.safe_url(value) if what == 'next URL' else self.redact(value)!r}); "
+                "reading on would never end"
+            )
+        seen.add(value)
+
+    @staticmethod
+    def _total(spec: Total, body: Any, response: httpx.Response) -> int | None:
+        raw = response.headers.get(spec.header) if spec.header else select(body, spec.path)
+        try:
+            return int(raw) if raw is not None else None
+        except (TypeError, ValueError):
+            return None
+
+
+def _field(record: Any, name: str) -> Any:
+    if isinstance(record, Mapping):
+        if name in record:
+            return record[name]
+        return select(record, name) if "." in name else None
+    return None
