@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -542,27 +542,34 @@ class SqlSession:
     def _batches(
         self, stream: StreamSpec, plan: _Plan, batch_size: int, stats: ReadStats
     ) -> Iterator[Batch]:
+        conn: sa.Connection | None = None
         try:
-            with self.engine.connect() as conn:
-                result = conn.execution_options(yield_per=batch_size).execute(plan.statement)
-                keys = list(result.keys())
-                fixes = plan.fixes
-                for rows in result.partitions():
-                    batch = [dict(zip(keys, row, strict=True)) for row in rows]
-                    if fixes:
-                        for record in batch:
-                            for name, fix in fixes:
-                                value = record[name]
-                                if value is not None:
-                                    record[name] = fix(value)
-                    stats.pages += 1
-                    stats.records += len(batch)
-                    yield batch
-                result.close()
+            conn = self.engine.connect()
+            result = conn.execution_options(yield_per=batch_size).execute(plan.statement)
+            keys = list(result.keys())
+            fixes = plan.fixes
+            for rows in result.partitions():
+                batch = [dict(zip(keys, row, strict=True)) for row in rows]
+                if fixes:
+                    for record in batch:
+                        for name, fix in fixes:
+                            value = record[name]
+                            if value is not None:
+                                record[name] = fix(value)
+                stats.pages += 1
+                stats.records += len(batch)
+                yield batch
+            result.close()
         except sa.exc.SQLAlchemyError as exc:
             raise self._error(
                 stream, f"reading rows failed: {self._describe_db_error(exc)}"
             ) from None
+        finally:
+            if conn is not None:
+                # Closing a half-read cursor after the session ended (the consumer stopped
+                # early): nothing left to save, and the original outcome matters more.
+                with suppress(Exception):
+                    conn.close()
 
 
 class SqlConnector(dg.ConfigurableResource):
