@@ -1,0 +1,686 @@
+"""Lands a stream read in PostgreSQL: COPY into staging, evolve the target, merge, commit the cursor.
+
+One load is one transaction. Every part's batches are COPYed (text format, psycopg's C
+`write_row`) into a temporary staging table whose columns are all `text`; after the last part the
+target table is created or widened, the staged rows are cast and merged into it, and the stream's
+new cursor is written to `synkro.sync_state`. A crash anywhere before the commit leaves the table
+and the cursor as they were.
+
+Tables are shared by every integration of a spec, so all writes are scoped by `integration_id`,
+and DDL plus merge run under a transaction-level advisory lock per target table: two loads into
+the same table never deadlock on schema changes, they take turns for the (short) merge only.
+
+Append and replace tables have no primary key (append may legitimately hold repeated records);
+they get an index on `integration_id` instead, which the replace delete and the boundary check use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain, repeat
+from typing import Any, Literal
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from synkro_dagster.contracts import Part, Record, SourceDataError, StreamRead
+from synkro_dagster.datalayer import schema as types
+from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
+from synkro_dagster.datalayer.state import claim_part, read_cursor, set_part_rows, write_state
+from synkro_dagster.specs.models import SourceSpec, StreamSpec
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["merge", "append", "replace"]
+
+STAGE_TABLE = "synkro_stage"
+_SEQ = "_synkro_seq"
+_PART = "_synkro_part"
+_EXAMPLE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class TableTarget:
+    """Where a stream lands and how: `<schema>.<table>`, its key, cursor field and write mode."""
+
+    schema: str
+    table: str
+    primary_key: list[str]
+    write_mode: WriteMode
+    cursor_field: str | None = None
+    # Spec type hints (PostgreSQL type names by record field); they win over declared and inferred.
+    column_hints: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_stream(cls, source: SourceSpec, stream: StreamSpec) -> TableTarget:
+        return cls(
+            schema=source.target_schema,
+            table=source.table_for(stream),
+            primary_key=list(stream.primary_key),
+            write_mode=stream.write_mode,
+            cursor_field=stream.cursor.field if stream.cursor else None,
+            column_hints=dict(stream.columns),
+        )
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """Who the rows belong to and which run wrote them."""
+
+    tenant_id: str
+    integration_id: str
+    stream: str
+    run_id: str
+    full_refresh: bool = False
+
+
+@dataclass
+class LoadStats:
+    """What one load did; `as_metadata` is what a materialization reports."""
+
+    rows_read: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_deleted: int = 0
+    duplicates_collapsed: int = 0
+    duplicate_key_example: dict | None = None
+    columns_added: list[str] = field(default_factory=list)
+    types_widened: list[str] = field(default_factory=list)  # e.g. "amount: integer -> numeric"
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    parts_loaded: int = 0
+    parts_skipped: int = 0
+    parts_rejected: int = 0
+    seconds: float = 0.0
+    table_created: bool = False
+
+    def as_metadata(self) -> dict[str, int | float | str]:
+        """Numbers stay numbers (the UI plots them); lists and keys become short text."""
+        metadata: dict[str, int | float | str] = {
+            "rows_read": self.rows_read,
+            "rows_inserted": self.rows_inserted,
+            "rows_updated": self.rows_updated,
+            "rows_deleted": self.rows_deleted,
+            "duplicates_collapsed": self.duplicates_collapsed,
+            "columns_added": len(self.columns_added),
+            "types_widened": len(self.types_widened),
+            "parts_loaded": self.parts_loaded,
+            "parts_skipped": self.parts_skipped,
+            "parts_rejected": self.parts_rejected,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.duplicate_key_example is not None:
+            metadata["duplicate_key_example"] = json.dumps(self.duplicate_key_example, default=str)
+        if self.columns_added:
+            metadata["columns_added_names"] = ", ".join(self.columns_added)
+        if self.types_widened:
+            metadata["types_widened_detail"] = "; ".join(self.types_widened)
+        if self.cursor_before is not None:
+            metadata["cursor_before"] = self.cursor_before
+        if self.cursor_after is not None:
+            metadata["cursor_after"] = self.cursor_after
+        return metadata
+
+
+@dataclass
+class _Column:
+    key: Any  # the record key as the source sent it
+    name: str  # target column
+    stage: str  # staging column
+    seen: str | None = None  # type inferred from the data so far
+    type: str = types.TEXT  # final target type, set before the merge
+
+
+class _Stager:
+    """Keeps one COPY open across batches while the staged column list stays the same."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self._cursor = cursor
+        self._columns: tuple[str, ...] = ()
+        self._context: Any = None
+        self._copy: Any = None
+
+    def write(self, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> None:
+        if self._copy is None or columns != self._columns:
+            self.close()
+            statement = sql.SQL("copy {} ({}) from stdin").format(
+                sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+            self._context = self._cursor.copy(statement)
+            self._copy = self._context.__enter__()
+            self._columns = columns
+        write_row = self._copy.write_row
+        for row in rows:
+            write_row(row)
+
+    def close(self) -> None:
+        if self._context is not None:
+            context, self._context, self._copy = self._context, None, None
+            context.__exit__(None, None, None)
+
+    def abort(self, error: BaseException) -> None:
+        """End an open COPY with an error (CopyFail), leaving the connection usable for ROLLBACK."""
+        if self._context is not None:
+            context, self._context, self._copy = self._context, None, None
+            # The server answers with "COPY failed"; the caller rolls back.
+            with contextlib.suppress(psycopg.Error):
+                context.__exit__(type(error), error, error.__traceback__)
+
+
+class _Load:
+    def __init__(
+        self,
+        conn: sa.Connection,
+        target: TableTarget,
+        read: StreamRead,
+        context: LoadContext,
+        batch_rows: int,
+    ) -> None:
+        self.conn = conn
+        self.pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        self.cursor = self.pg.cursor()
+        self.target = target
+        self.read = read
+        self.context = context
+        self.batch_rows = max(1, batch_rows)
+        self.stats = LoadStats()
+        self.columns: dict[Any, _Column] = {}
+        self.seq = 0
+        self.done_parts: list[Part] = []
+        self.stager = _Stager(self.cursor)
+        self.schema = table_name(target.schema)
+        self.table = table_name(target.table)
+        self.target_sql = qualified(target.schema, target.table)
+        self.pk_keys = list(target.primary_key)
+        self.pk_names = [column_name(k) for k in self.pk_keys]
+
+    # --- staging ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.execute(sql.SQL("set local timezone = 'UTC'"))
+        # Room for the dedupe sort; the staging table itself spills to temp files when large.
+        self.execute(sql.SQL("set local work_mem = '64MB'"))
+        self.stats.cursor_before = read_cursor(
+            self.conn, self.context.integration_id, self.context.stream
+        )
+        self.execute(
+            sql.SQL(
+                "create temp table {} ({} bigint not null, {} integer not null) on commit drop"
+            ).format(sql.Identifier(STAGE_TABLE), sql.Identifier(_SEQ), sql.Identifier(_PART))
+        )
+        for number, part in enumerate(self.read.parts):
+            self.load_part(number, part)
+        self.stager.close()
+        self.merge()
+        write_state(
+            self.conn,
+            integration_id=self.context.integration_id,
+            stream=self.context.stream,
+            tenant_id=self.context.tenant_id,
+            cursor=self.stats.cursor_after,
+            rows=self.stats.rows_inserted + self.stats.rows_updated,
+            run_id=self.context.run_id,
+        )
+
+    def load_part(self, number: int, part: Part) -> None:
+        savepoint = self.conn.begin_nested() if part.isolated else None
+        snapshot = ({k: replace(c) for k, c in self.columns.items()}, self.seq)
+        try:
+            if part.identity is not None and not claim_part(
+                self.conn,
+                integration_id=self.context.integration_id,
+                content_hash=part.identity,
+                stream=self.context.stream,
+                file_name=part.name,
+                run_id=self.context.run_id,
+            ):
+                if savepoint is not None:
+                    savepoint.commit()
+                self.stats.parts_skipped += 1
+                self.done_parts.append(part)
+                return
+            rows = self.stage_part(number, part)
+            self.stager.close()
+            if part.identity is not None:
+                set_part_rows(self.conn, self.context.integration_id, part.identity, rows)
+            part.before_commit(self.conn)
+            if savepoint is not None:
+                savepoint.commit()
+        except SourceDataError as error:
+            self.stager.abort(error)
+            if savepoint is None:
+                raise
+            savepoint.rollback()
+            self.columns, self.seq = snapshot
+            log.warning("stream %s: part %s rejected: %s", self.context.stream, part.name, error)
+            part.rejected(error)
+            self.stats.parts_rejected += 1
+            return
+        except BaseException as error:
+            self.stager.abort(error)
+            raise
+        self.stats.parts_loaded += 1
+        self.stats.rows_read += rows
+        self.done_parts.append(part)
+
+    def stage_part(self, number: int, part: Part) -> int:
+        rows = 0
+        for batch in part.batches():
+            if len(batch) <= self.batch_rows:
+                rows += self.stage_batch(number, part, batch)
+                continue
+            for start in range(0, len(batch), self.batch_rows):
+                rows += self.stage_batch(number, part, batch[start : start + self.batch_rows])
+        return rows
+
+    def stage_batch(self, number: int, part: Part, batch: list[Record]) -> int:
+        if not batch:
+            return 0
+        size = len(batch)
+        keys = dict.fromkeys(chain.from_iterable(batch))
+        for key in self.pk_keys:
+            if key not in keys:
+                raise self.null_key_error(part, key, batch[0])
+        new = [key for key in keys if key not in self.columns]
+        if new:
+            self.add_columns(new)
+        pk = set(self.pk_keys)
+        data: list[Iterable[Any]] = []
+        for column in self.columns.values():
+            if column.key not in keys:
+                data.append(repeat(None, size))
+                continue
+            values = [record.get(column.key) for record in batch]
+            if column.key in pk and None in values:
+                raise self.null_key_error(part, column.key, batch[values.index(None)])
+            found, convert = types.infer_column(values)
+            if found is not None:
+                column.seen = types.join_types(column.seen, found)
+            data.append(convert(values) if convert is not None else values)
+        staged = (_SEQ, _PART, *(c.stage for c in self.columns.values()))
+        rows = zip(range(self.seq, self.seq + size), repeat(number, size), *data, strict=False)
+        self.stager.write(staged, rows)
+        self.seq += size
+        return size
+
+    def add_columns(self, keys: list[Any]) -> None:
+        self.stager.close()
+        used = {c.name for c in self.columns.values()}
+        added = []
+        for key in keys:
+            name = column_name(str(key))
+            if name in used:
+                # Two keys that differ only as Python objects (1 and "1") share a name; keep both.
+                name = column_name(f"{key}_{type(key).__name__}")
+            used.add(name)
+            column = _Column(key=key, name=name, stage=f"c{len(self.columns) + 1}")
+            self.columns[key] = column
+            added.append(sql.SQL("add column {} text").format(sql.Identifier(column.stage)))
+        self.execute(
+            sql.SQL("alter table {} {}").format(
+                sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(added)
+            )
+        )
+
+    def null_key_error(self, part: Part, key: Any, record: Record) -> SourceDataError:
+        where = f"stream '{self.context.stream}'"
+        if part.name and part.name != "stream":
+            where += f", part '{part.name}'"
+        example = repr(record)
+        if len(example) > _EXAMPLE_CHARS:
+            example = example[:_EXAMPLE_CHARS] + "...}"
+        return SourceDataError(
+            f"{where}: a record has no value for primary key field '{key}'"
+            f" (integration {self.context.integration_id}), e.g. {example}"
+        )
+
+    # --- target ----------------------------------------------------------------------------
+
+    def merge(self) -> None:
+        cursor_before = self.stats.cursor_before
+        self.stats.cursor_after = cursor_before
+        if not self.columns:
+            if self.target.write_mode == "replace" and self.stats.parts_loaded:
+                self.lock_target()
+                if types.existing_columns(self.conn, self.schema, self.table) is not None:
+                    self.delete_integration_rows()
+            return
+        self.lock_target()
+        existing = types.existing_columns(self.conn, self.schema, self.table)
+        if existing is None:
+            self.create_table()
+        else:
+            self.evolve_table(existing)
+        mode = self.target.write_mode
+        if mode == "merge":
+            self.upsert()
+        else:
+            if mode == "replace" and self.stats.parts_loaded:
+                self.delete_integration_rows()
+            self.insert(boundary_filter=mode == "append")
+        self.advance_cursor()
+
+    def lock_target(self) -> None:
+        key = f"synkro.load:{self.schema}.{self.table}"
+        self.execute(
+            sql.SQL("select pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+                sql.Literal(key)
+            )
+        )
+
+    def wanted_type(self, column: _Column) -> str:
+        hint = self.target.column_hints.get(column.key) or self.read.column_types.get(column.key)
+        if hint:
+            return types.canonical_type(hint)
+        return column.seen or types.TEXT
+
+    def create_table(self) -> None:
+        if not self.conn.execute(
+            sa.text("select 1 from pg_namespace where nspname = :schema"), {"schema": self.schema}
+        ).first():
+            # Two tables of one new schema may be created at once; only one may create the schema.
+            self.execute(
+                sql.SQL("select pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+                    sql.Literal(f"synkro.schema:{self.schema}")
+                )
+            )
+            self.execute(
+                sql.SQL("create schema if not exists {}").format(sql.Identifier(self.schema))
+            )
+            # Client apps read landed tables as `authenticated`, filtered by row-level security.
+            self.execute(
+                sql.SQL("grant usage on schema {} to authenticated").format(
+                    sql.Identifier(self.schema)
+                )
+            )
+        definitions = [
+            sql.SQL("tenant_id text not null"),
+            sql.SQL("integration_id text not null"),
+        ]
+        for column in self.columns.values():
+            column.type = self.wanted_type(column)
+            definitions.append(
+                sql.SQL("{} {}").format(sql.Identifier(column.name), types.type_sql(column.type))
+            )
+        definitions += [
+            sql.SQL("_synkro_synced_at timestamptz not null default now()"),
+            sql.SQL("_synkro_run_id text"),
+        ]
+        if self.target.write_mode == "merge":
+            definitions.append(
+                sql.SQL("primary key ({})").format(
+                    self.identifiers(["integration_id", *self.pk_names])
+                )
+            )
+        self.execute(
+            sql.SQL("create table {} ({})").format(self.target_sql, sql.SQL(", ").join(definitions))
+        )
+        if self.target.write_mode != "merge":
+            self.execute(sql.SQL("create index on {} (integration_id)").format(self.target_sql))
+        self.execute(
+            sql.SQL("select synkro.enable_tenant_rls({}::regclass)").format(
+                sql.Literal(self.target_sql.as_string(self.pg))
+            )
+        )
+        self.stats.table_created = True
+
+    def evolve_table(self, existing: dict[str, str]) -> None:
+        changes = []
+        for column in self.columns.values():
+            wanted = self.wanted_type(column)
+            have = existing.get(column.name)
+            if have is None:
+                column.type = wanted
+                changes.append(
+                    sql.SQL("add column {} {}").format(
+                        sql.Identifier(column.name), types.type_sql(wanted)
+                    )
+                )
+                self.stats.columns_added.append(column.name)
+                continue
+            widened = types.join_types(have, wanted) or have
+            column.type = widened
+            if widened != have:
+                changes.append(
+                    sql.SQL("alter column {0} type {1} using {0}::{1}").format(
+                        sql.Identifier(column.name), types.type_sql(widened)
+                    )
+                )
+                self.stats.types_widened.append(f"{column.name}: {have} -> {widened}")
+        if changes:
+            self.execute(
+                sql.SQL("alter table {} {}").format(self.target_sql, sql.SQL(", ").join(changes))
+            )
+
+    def staged(self, column: _Column) -> sql.Composable:
+        """The staged value of `column`, cast to its target type."""
+        return types.cast(sql.Identifier("s", column.stage), column.type)
+
+    def identifiers(self, names: Iterable[str]) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+    def insert_select(self) -> tuple[sql.Composable, sql.Composable]:
+        """(target column list, select list) for rows coming from staging alias `s`."""
+        columns = list(self.columns.values())
+        names = self.identifiers(
+            ["tenant_id", "integration_id", *(c.name for c in columns), "_synkro_run_id"]
+        )
+        values = sql.SQL(", ").join(
+            [
+                sql.Literal(self.context.tenant_id),
+                sql.Literal(self.context.integration_id),
+                *(self.staged(c) for c in columns),
+                sql.Literal(self.context.run_id),
+            ]
+        )
+        return names, values
+
+    def upsert(self) -> None:
+        names, values = self.insert_select()
+        key_columns = [self.columns[k] for k in self.pk_keys]
+        updates = [
+            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name))
+            for name in [
+                "tenant_id",
+                *(c.name for c in self.columns.values() if c.key not in self.pk_keys),
+                "_synkro_run_id",
+            ]
+        ]
+        updates.append(sql.SQL("_synkro_synced_at = now()"))
+
+        def statement(source: sql.Composable) -> sql.Composable:
+            return sql.SQL(
+                "with m as (insert into {target} as t ({names}) {source}"
+                " on conflict ({conflict}) do update set {updates}"
+                " returning (t.xmax = 0) as inserted)"
+                " select count(*) filter (where inserted), count(*) filter (where not inserted)"
+                " from m"
+            ).format(
+                target=self.target_sql,
+                names=names,
+                source=source,
+                conflict=self.identifiers(["integration_id", *self.pk_names]),
+                updates=sql.SQL(", ").join(updates),
+            )
+
+        plain = sql.SQL("select {} from {} s").format(values, sql.Identifier(STAGE_TABLE))
+        # Most loads have no repeated keys: try the plain merge first and only sort the staged
+        # rows when PostgreSQL reports a key proposed twice.
+        savepoint = self.conn.begin_nested()
+        try:
+            counts = self.fetch_one(statement(plain))
+            savepoint.commit()
+        except psycopg.errors.CardinalityViolation:
+            savepoint.rollback()
+            keys = sql.SQL(", ").join(self.staged(c) for c in key_columns)
+            order = [keys]
+            cursor_column = self.cursor_column()
+            if cursor_column is not None:
+                order.append(sql.SQL("{} desc nulls last").format(self.staged(cursor_column)))
+            order.append(sql.SQL("s.{} desc").format(sql.Identifier(_SEQ)))
+            self.count_duplicates(key_columns)
+            deduped = sql.SQL("select distinct on ({}) {} from {} s order by {}").format(
+                keys, values, sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(order)
+            )
+            counts = self.fetch_one(statement(deduped))
+        self.stats.rows_inserted, self.stats.rows_updated = int(counts[0]), int(counts[1])
+
+    def count_duplicates(self, key_columns: list[_Column]) -> None:
+        aliases = [sql.Identifier(f"k{i}") for i in range(len(key_columns))]
+        row = self.fetch_one(
+            sql.SQL(
+                "select sum(n - 1) over (), {aliases} from"
+                " (select {keys}, count(*) as n from {stage} s group by {positions}"
+                "  having count(*) > 1) g limit 1"
+            ).format(
+                aliases=sql.SQL(", ").join(aliases),
+                keys=sql.SQL(", ").join(
+                    sql.SQL("{} as {}").format(self.staged(c), a)
+                    for c, a in zip(key_columns, aliases, strict=True)
+                ),
+                stage=sql.Identifier(STAGE_TABLE),
+                positions=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(key_columns))),
+            )
+        )
+        if row is not None:
+            self.stats.duplicates_collapsed = int(row[0])
+            self.stats.duplicate_key_example = dict(zip(self.pk_keys, row[1:], strict=True))
+
+    def insert(self, boundary_filter: bool) -> None:
+        names, values = self.insert_select()
+        where = sql.SQL("")
+        cursor_column = self.cursor_column()
+        before = self.stats.cursor_before
+        if (
+            boundary_filter
+            and cursor_column is not None
+            and before is not None
+            and not self.context.full_refresh
+        ):
+            where = self.boundary_filter(cursor_column, before)
+        self.cursor.execute(
+            sql.SQL("insert into {} ({}) select {} from {} s{}").format(
+                self.target_sql, names, values, sql.Identifier(STAGE_TABLE), where
+            )
+        )
+        self.stats.rows_inserted = max(self.cursor.rowcount, 0)
+
+    def boundary_filter(self, cursor_column: _Column, before: str) -> sql.Composable:
+        """Drop rows older than the stored cursor, and rows at the cursor that are already landed.
+
+        The source is read with `>=` the stored cursor, so the records sharing the boundary value
+        come again; a landed record with the same values is the same record.
+        """
+        staged_cursor = self.staged(cursor_column)
+        stored = types.cast(sql.Literal(before), cursor_column.type)
+        same_values = sql.SQL(" and ").join(
+            sql.SQL("t.{} is not distinct from {}").format(sql.Identifier(c.name), self.staged(c))
+            for c in self.columns.values()
+        )
+        return sql.SQL(
+            " where {cur} is null or {cur} > {stored} or ({cur} = {stored} and not exists"
+            " (select 1 from {target} t where t.integration_id = {integration}"
+            " and t.{cur_name} = {stored} and {same_values}))"
+        ).format(
+            cur=staged_cursor,
+            stored=stored,
+            target=self.target_sql,
+            integration=sql.Literal(self.context.integration_id),
+            cur_name=sql.Identifier(cursor_column.name),
+            same_values=same_values,
+        )
+
+    def delete_integration_rows(self) -> None:
+        self.cursor.execute(
+            sql.SQL("delete from {} where integration_id = {}").format(
+                self.target_sql, sql.Literal(self.context.integration_id)
+            )
+        )
+        self.stats.rows_deleted = max(self.cursor.rowcount, 0)
+
+    def cursor_column(self) -> _Column | None:
+        if self.target.cursor_field is None:
+            return None
+        return self.columns.get(self.target.cursor_field)
+
+    def advance_cursor(self) -> None:
+        column = self.cursor_column()
+        if column is None or self.stats.rows_read == 0:
+            return
+        before = self.stats.cursor_before
+        newest = sql.SQL("max({})").format(self.staged(column))
+        if before is not None and not self.context.full_refresh:
+            newest = sql.SQL("greatest({}, {})").format(
+                newest, types.cast(sql.Literal(before), column.type)
+            )
+        row = self.fetch_one(
+            sql.SQL("select to_jsonb({}) #>> '{{}}' from {} s").format(
+                newest, sql.Identifier(STAGE_TABLE)
+            )
+        )
+        if row is not None and row[0] is not None:
+            self.stats.cursor_after = row[0]
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def execute(self, statement: sql.Composable) -> None:
+        self.cursor.execute(statement)
+
+    def fetch_one(self, statement: sql.Composable) -> tuple[Any, ...] | None:
+        self.cursor.execute(statement)
+        return self.cursor.fetchone()
+
+    def after_commit(self) -> None:
+        errors = []
+        for part in self.done_parts:
+            try:
+                part.after_commit()
+            except Exception as error:  # the data is committed; report every failed hook
+                log.exception(
+                    "stream %s: after_commit of part %s failed", self.context.stream, part.name
+                )
+                errors.append(f"{part.name}: {error}")
+        if errors:
+            raise RuntimeError(
+                f"stream '{self.context.stream}': rows were committed, but after-commit steps"
+                f" failed for {len(errors)} part(s): {'; '.join(errors)}"
+            )
+
+
+def load_stream(
+    engine: sa.Engine,
+    target: TableTarget,
+    read: StreamRead,
+    context: LoadContext,
+    batch_rows: int = 10_000,
+) -> LoadStats:
+    """Land `read` in `target` in one transaction and return what happened."""
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        load = _Load(conn, target, read, context, batch_rows)
+        try:
+            with conn.begin():
+                load.run()
+        except psycopg.errors.DataError as error:
+            message = str(error).strip().splitlines()[0]
+            raise SourceDataError(
+                f"stream '{context.stream}' (integration {context.integration_id}): a value does"
+                f" not fit its column type in {target.schema}.{target.table}: {message}."
+                " Check the stream's column hints or the source data."
+            ) from error
+        finally:
+            load.cursor.close()
+    load.after_commit()
+    load.stats.seconds = time.perf_counter() - started
+    return load.stats
+
+
+def stored_cursor(engine: sa.Engine, integration_id: str, stream: str) -> str | None:
+    with engine.connect() as conn:
+        return read_cursor(conn, integration_id, stream)

@@ -1,0 +1,38 @@
+"""The data layer as a Dagster resource: where the destination database is and how streams land."""
+
+from __future__ import annotations
+
+import dagster as dg
+import sqlalchemy as sa
+
+from synkro_dagster.contracts import StreamRead
+from synkro_dagster.database import get_engine
+from synkro_dagster.datalayer.load import (
+    LoadContext,
+    LoadStats,
+    TableTarget,
+    load_stream,
+    stored_cursor,
+)
+
+__all__ = ["DataLayer", "LoadContext", "LoadStats", "TableTarget"]
+
+
+class DataLayer(dg.ConfigurableResource):
+    """The destination PostgreSQL. Nothing connects until a method is called (Definitions load
+    stays database-free)."""
+
+    database_url: str | None = None  # None: SYNKRO_DATABASE_URL, else the embedded server
+    batch_rows: int = 10_000  # larger source batches are inferred and COPYed in slices this size
+
+    def get_engine(self) -> sa.Engine:
+        """The pooled SQLAlchemy engine (psycopg 3) for the data layer database."""
+        return get_engine(self.database_url)
+
+    def load(self, target: TableTarget, read: StreamRead, context: LoadContext) -> LoadStats:
+        """Land a stream read in `target`: one transaction for rows, schema changes and cursor."""
+        return load_stream(self.get_engine(), target, read, context, batch_rows=self.batch_rows)
+
+    def get_cursor(self, integration_id: str, stream: str) -> str | None:
+        """The stream's committed cursor (None before the first sync)."""
+        return stored_cursor(self.get_engine(), integration_id, stream)

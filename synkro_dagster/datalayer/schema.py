@@ -1,0 +1,278 @@
+"""Column types: inference from Python values, the widening order, and target table DDL.
+
+Inference runs per batch and per column with C-level passes (`set(map(type, values))`, `min`,
+`max`); only string columns whose first value looks like an ISO-8601 date are checked value by value.
+Types only ever widen: integer -> bigint -> numeric -> text, date -> timestamp -> timestamptz ->
+text, anything else that no longer fits -> text. Values are staged as text and cast in the merge,
+so a widened column never needs its staged values rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg import sql
+
+TEXT = "text"
+INTEGER = "integer"
+BIGINT = "bigint"
+NUMERIC = "numeric"
+DOUBLE = "double precision"
+BOOLEAN = "boolean"
+DATE = "date"
+TIMESTAMP = "timestamp"
+TIMESTAMPTZ = "timestamptz"
+JSONB = "jsonb"
+
+_NUMERIC_CHAIN = (INTEGER, BIGINT, NUMERIC)
+_TEMPORAL_CHAIN = (DATE, TIMESTAMP, TIMESTAMPTZ)
+_NUMBERS = {INTEGER, BIGINT, NUMERIC, DOUBLE}
+
+_INT4 = (-(2**31), 2**31 - 1)
+_INT8 = (-(2**63), 2**63 - 1)
+
+_ALIASES = {
+    "int": INTEGER,
+    "int4": INTEGER,
+    "int2": INTEGER,
+    "smallint": INTEGER,
+    "serial": INTEGER,
+    "int8": BIGINT,
+    "bigserial": BIGINT,
+    "decimal": NUMERIC,
+    "real": DOUBLE,
+    "float": DOUBLE,
+    "float4": DOUBLE,
+    "float8": DOUBLE,
+    "bool": BOOLEAN,
+    "character varying": TEXT,
+    "varchar": TEXT,
+    "character": TEXT,
+    "char": TEXT,
+    "bpchar": TEXT,
+    "citext": TEXT,
+    "timestamp without time zone": TIMESTAMP,
+    "timestamp with time zone": TIMESTAMPTZ,
+    "json": JSONB,
+}
+# A type name from a spec or a source reaches SQL as text, so it must look like a type name.
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
+_ISO_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+Converter = Callable[[list[Any]], list[Any]]
+
+
+def canonical_type(name: str) -> str:
+    """A PostgreSQL type name in the spelling used here (`int8` -> `bigint`, `varchar(20)` -> `text`)."""
+    cleaned = " ".join(name.strip().lower().split())
+    if not _TYPE_NAME.match(cleaned):
+        return TEXT
+    base = re.sub(r"\s*\(.*\)", "", cleaned)
+    if base in ("numeric", "decimal"):
+        return NUMERIC  # unconstrained numeric holds whatever a constrained one held
+    if base in ("character varying", "varchar", "character", "char", "bpchar"):
+        return TEXT
+    if base.startswith("timestamp"):
+        return TIMESTAMPTZ if "with time zone" in base or base == "timestamptz" else TIMESTAMP
+    return _ALIASES.get(base, cleaned)
+
+
+def join_types(a: str | None, b: str | None) -> str | None:
+    """The narrowest type that holds values of both `a` and `b` (None = nothing seen yet)."""
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    for chain in (_NUMERIC_CHAIN, _TEMPORAL_CHAIN):
+        if a in chain and b in chain:
+            return chain[max(chain.index(a), chain.index(b))]
+    if a in _NUMBERS and b in _NUMBERS:
+        return NUMERIC
+    return TEXT
+
+
+def type_sql(type_name: str) -> sql.Composable:
+    return sql.SQL(canonical_type(type_name))
+
+
+def cast(expression: sql.Composable, type_name: str) -> sql.Composable:
+    """`expression::type` for a staged text value (no cast for text)."""
+    if type_name == TEXT:
+        return expression
+    return sql.SQL("{}::{}").format(expression, type_sql(type_name))
+
+
+# --- inference -------------------------------------------------------------------------------
+
+
+def _int_type(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    if _INT4[0] <= low and high <= _INT4[1]:
+        return INTEGER
+    if _INT8[0] <= low and high <= _INT8[1]:
+        return BIGINT
+    return NUMERIC
+
+
+def _iso_type(value: str) -> str | None:
+    try:
+        if len(value) == 10:
+            date.fromisoformat(value)
+            return DATE
+        if len(value) < 13 or value[10] not in "T ":
+            return None
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return TIMESTAMP if parsed.tzinfo is None else TIMESTAMPTZ
+
+
+def _string_type(values: list[str]) -> str:
+    # Most text columns fail on their first value, so the per-value parse only runs for columns
+    # that really hold dates or timestamps.
+    if not _ISO_DATE_PREFIX.match(values[0]):
+        return TEXT
+    found: str | None = None
+    for value in values:
+        kind = _iso_type(value)
+        if kind is None:
+            return TEXT
+        found = join_types(found, kind)
+    return found or TEXT
+
+
+def _datetime_type(values: list[datetime]) -> str:
+    naive = {v.tzinfo is None for v in values}
+    return TIMESTAMPTZ if False in naive else TIMESTAMP
+
+
+_BOOL_TEXT = {True: "true", False: "false"}
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _to_text(value: Any) -> Any:
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return _BOOL_TEXT[value]
+    if isinstance(value, dict | list | tuple):
+        return _json_text(value)
+    if isinstance(value, int | float | Decimal | date | bytes):
+        return value  # psycopg renders these the way PostgreSQL parses them back
+    return str(value)
+
+
+def _convert_bools(values: list[Any]) -> list[Any]:
+    return list(map(_BOOL_TEXT.get, values))
+
+
+def _convert_json(values: list[Any]) -> list[Any]:
+    return [None if v is None else _json_text(v) for v in values]
+
+
+def _convert_text(values: list[Any]) -> list[Any]:
+    return list(map(_to_text, values))
+
+
+def _kind_type(kind: type, values: list[Any]) -> tuple[str, bool]:
+    """(type, needs conversion) for the non-null `values`, all of Python type `kind`."""
+    if kind is str:
+        return _string_type(values), False
+    if kind is bool:
+        return BOOLEAN, True
+    if kind is int:
+        return _int_type(values), False
+    if kind is float or kind is Decimal:
+        return NUMERIC, False
+    if kind is datetime:
+        return _datetime_type(values), False
+    if kind is date:
+        return DATE, False
+    if kind is dict or kind is list or kind is tuple:
+        return JSONB, True
+    # Subclasses and foreign scalar types (numpy, pandas, UUID, time, ...).
+    if issubclass(kind, bool):
+        return BOOLEAN, True
+    if issubclass(kind, int):
+        return _int_type([int(v) for v in values]), True
+    if issubclass(kind, float):
+        return NUMERIC, False
+    if issubclass(kind, datetime):
+        return _datetime_type(values), False
+    if issubclass(kind, date):
+        return DATE, False
+    if issubclass(kind, dict | list | tuple):
+        return JSONB, True
+    return TEXT, True
+
+
+def infer_column(values: list[Any]) -> tuple[str | None, Converter | None]:
+    """The type of one batch column and, if psycopg cannot stage the values as they are, a converter.
+
+    Returns (None, None) for a column that is entirely null in this batch.
+    """
+    kinds = set(map(type, values))
+    has_null = type(None) in kinds
+    kinds.discard(type(None))
+    if not kinds:
+        return None, None
+    present = [v for v in values if v is not None] if has_null else values
+    if len(kinds) == 1:
+        (kind,) = kinds
+        found, convert = _kind_type(kind, present)
+        if not convert:
+            return found, None
+        if found == BOOLEAN and kind is bool:
+            return found, _convert_bools
+        if found == JSONB:
+            return found, _convert_json
+        return found, _convert_text
+    found = None
+    for kind in kinds:
+        found = join_types(found, _kind_type(kind, [v for v in present if type(v) is kind])[0])
+    assert found is not None
+    if found in _NUMBERS and not any(issubclass(k, bool) for k in kinds):
+        return found, None if kinds <= {int, float, Decimal} else _convert_text
+    if found in _TEMPORAL_CHAIN and kinds <= {date, datetime}:
+        return found, None
+    if found == JSONB:
+        return found, _convert_json
+    return found, _convert_text
+
+
+# --- target tables ---------------------------------------------------------------------------
+
+
+def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, str] | None:
+    """{column: canonical type} of `schema.table`, or None if it does not exist."""
+    rows = conn.execute(
+        sa.text(
+            "select a.attname, format_type(a.atttypid, a.atttypmod)"
+            " from pg_attribute a"
+            " join pg_class c on c.oid = a.attrelid"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = :schema and c.relname = :table"
+            "   and a.attnum > 0 and not a.attisdropped"
+            " order by a.attnum"
+        ),
+        {"schema": schema, "table": table},
+    ).all()
+    if not rows:
+        exists = conn.execute(
+            sa.text(
+                "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                " where n.nspname = :schema and c.relname = :table"
+            ),
+            {"schema": schema, "table": table},
+        ).first()
+        return {} if exists else None
+    return {name: canonical_type(type_name) for name, type_name in rows}
