@@ -182,7 +182,7 @@ def _csv_rows(
         if len(row) != named:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
-            if not (len(row) <= width and not any(v.strip() for v in row[named:])):
+            if not (named < len(row) <= width and not any(v.strip() for v in row[named:])):
                 raise SourceDataError(
                     f"{path.name} line {start}: {len(row)} fields, the header has {named} "
                     f"(delimiter {delimiter!r})"
