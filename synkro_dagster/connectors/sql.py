@@ -330,7 +330,8 @@ class SqlSession:
             url = url.set(drivername=DEFAULT_DRIVERS[url.drivername])
         secret = self._options.password_secret
         password = self._integration.secrets.get(secret) if secret else None
-        if password:
+        # SQLite has no password; a secret the registry holds anyway must not break the URL.
+        if password and url.get_backend_name() != "sqlite":
             url = url.set(password=password)
         return url
 
