@@ -1,1 +1,48 @@
-"""Automation: jobs, schedules and sensors that replace the old task queue and beat."""
+"""Automation: the sensors that replace the old task queue's beat, partitions upkeep and alerts.
+
+`build_automation(specs)` returns what `definitions.py` adds to the code location:
+
+- `integrations_registry_sensor` — each spec's dynamic partitions = its registry ids;
+- `<spec>_integration_schedules` — one per spec: runs for integrations whose own cron is due;
+- `run_failure_alert` — failed runs → SYNKRO_ALERT_WEBHOOK_URL;
+- `freshness_against_schedules` — the streams' `fresh_against_schedule` check results;
+- the file-drop sensors of `files` specs.
+
+Building them reads only environment settings: no database, no network.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from synkro_dagster.specs import SourceSpec
+
+
+def build_automation(
+    specs: dict[str, SourceSpec],
+) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    """The schedules and sensors of a code location made of `specs`."""
+    from synkro_dagster.automation.alerts import build_failure_alert_sensor
+    from synkro_dagster.automation.freshness import build_freshness_sensor
+    from synkro_dagster.automation.registry_sensor import build_registry_sensor
+    from synkro_dagster.automation.scheduling import build_scheduling_sensor
+
+    sensors: list[dg.SensorDefinition] = [
+        build_registry_sensor(specs),
+        *(build_scheduling_sensor(name) for name in sorted(specs)),
+        build_failure_alert_sensor(),
+    ]
+    if specs:
+        sensors.append(build_freshness_sensor(specs))
+    sensors.extend(_file_drop_sensors(specs))
+    # Every cadence is per integration (its own cron), so there is no Dagster schedule: the
+    # per-spec sensors above do what a schedule per integration would, without a deploy.
+    return [], sensors
+
+
+def _file_drop_sensors(specs: dict[str, SourceSpec]) -> list[dg.SensorDefinition]:
+    # FILE-DROP SENSOR: wired here once synkro_dagster/automation/file_drop.py lands.
+    return []
+
+
+__all__ = ["build_automation"]
