@@ -435,15 +435,16 @@ class HttpSession:
             hidden |= auth.secret_params
         if hidden and parsed.query:
             kept = [(k, v) for k, v in parsed.params.multi_items() if k not in hidden]
-            parsed = parsed.copy_with(query=None).copy_merge_params(kept) if kept else (
-                parsed.copy_with(query=None)
+            parsed = (
+                parsed.copy_with(query=None).copy_merge_params(kept)
+                if kept
+                else (parsed.copy_with(query=None))
             )
         return self.redact(str(parsed))
 
     def describe(self, stream: str, method: str, url: httpx.URL | str) -> str:
         return (
-            f"integration '{self.integration.id}', stream '{stream}': "
-            f"{method} {self.safe_url(url)}"
+            f"integration '{self.integration.id}', stream '{stream}': {method} {self.safe_url(url)}"
         )
 
     def _excerpt(self, response: httpx.Response) -> str:
@@ -523,7 +524,9 @@ class HttpSession:
         """One logical request: rate-budgeted, authorised, retried; a 2xx response or an error."""
         auth = auth or _Auth()
         retrying = Retrying(
-            retry=retry_if_exception_type((_Retryable, httpx.TimeoutException, httpx.TransportError)),
+            retry=retry_if_exception_type(
+                (_Retryable, httpx.TimeoutException, httpx.TransportError)
+            ),
             wait=self._wait,
             stop=self._stop,
             reraise=True,
@@ -609,7 +612,9 @@ class HttpSession:
         """Read `stream` from `cursor` (None: cursor.initial, or everything). Lazy: nothing is
         fetched until the part's batches are iterated."""
         if stream.http is None:
-            raise HttpSourceError(f"stream '{stream.name}' of spec '{self.source.name}' has no http")
+            raise HttpSourceError(
+                f"stream '{stream.name}' of spec '{self.source.name}' has no http"
+            )
         stats = ReadStats()
         pages = self._pages(stream, stream.http, cursor, stats)
         return StreamRead(parts=iter([BatchesPart(pages, name=stream.name)]), stats=stats)
@@ -633,7 +638,9 @@ class HttpSession:
         url = self._url(options)
         params: dict[str, Any] = {}
         for key, value in {**src.params, **options.params}.items():
-            params[key] = self.render(value, f"http.params.{key}") if isinstance(value, str) else value
+            params[key] = (
+                self.render(value, f"http.params.{key}") if isinstance(value, str) else value
+            )
         headers = {
             key: self.render(value, f"http.headers.{key}")
             for key, value in {**src.headers, **options.headers}.items()
@@ -663,8 +670,13 @@ class HttpSession:
         dropped = 0
         for number in range(1, self.connector.max_pages + 1):
             response = self.send(
-                name, options.method, url, params=params, headers=headers,
-                json=options.json_body, auth=auth,
+                name,
+                options.method,
+                url,
+                params=params,
+                headers=headers,
+                json=options.json_body,
+                auth=auth,
             )
             content = response.content
             stats.pages += 1
@@ -711,10 +723,15 @@ class HttpSession:
             if isinstance(pagination, SinglePage):
                 break
             if isinstance(pagination, PageNumberPagination):
-                total_pages = select(body, pagination.total_pages) if pagination.total_pages else None
-                if isinstance(total_pages, int | float | str) and str(total_pages).isdigit():
-                    if page - pagination.start + 1 >= int(total_pages):
-                        break
+                total_pages = (
+                    select(body, pagination.total_pages) if pagination.total_pages else None
+                )
+                if (
+                    isinstance(total_pages, int | str)
+                    and str(total_pages).isdigit()
+                    and page - pagination.start + 1 >= int(total_pages)
+                ):
+                    break
                 if total is not None and received >= total:
                     break
                 page += 1

@@ -311,6 +311,7 @@ class RequestLog:
     query: dict[str, str]
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -349,8 +350,15 @@ class ApiApp:
         entry = RequestLog(time.time(), method, path, query, headers=dict(headers))
         with self.lock:
             self.requests.append(entry)
+        slow = None if path.startswith("/_admin/") else self._fault("slow", path)
+        if slow is not None:
+            slow.use()
         response = self._dispatch(method, path, query, headers, body, host)
+        if slow is not None:
+            # Slow after the work (auth checked on arrival), as when a big response is produced.
+            time.sleep(slow.seconds)
         entry.status = response.status
+        entry.response_headers = dict(response.headers)
         return response
 
     def _dispatch(
@@ -413,10 +421,6 @@ class ApiApp:
         return None
 
     def _fault_response(self, path: str) -> Response | None:
-        slow = self._fault("slow", path)
-        if slow is not None:
-            slow.use()
-            time.sleep(slow.seconds)
         limited = self._fault("rate_limit", path)
         if limited is not None:
             limited.use()
@@ -641,7 +645,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        host = (
+            self.headers.get("Host")
+            or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        )
         try:
             response = self.app.handle(self.command, self.path, headers, body, host)
         except Exception as exc:  # a bug in the fake API shows as a 500, as on a real server

@@ -27,6 +27,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message reads as written (no "Value error, " prefix)."""
+    return PydanticCustomError("invalid", "{message}", {"message": message})
+
+
 # --- pagination ---------------------------------------------------------------------------------
 
 
@@ -133,7 +138,7 @@ class BasicAuth(_Model):
     @model_validator(mode="after")
     def _one_username(self) -> BasicAuth:
         if (self.username is None) == (self.username_secret is None):
-            raise ValueError("give exactly one of username (a config template) or username_secret")
+            raise _invalid("give exactly one of username (a config template) or username_secret")
         return self
 
 
@@ -199,7 +204,7 @@ class RateLimit(_Model):
     @model_validator(mode="after")
     def _some(self) -> RateLimit:
         if self.requests_per_second is None and self.requests_per_minute is None:
-            raise ValueError("give requests_per_second and/or requests_per_minute")
+            raise _invalid("give requests_per_second and/or requests_per_minute")
         return self
 
     @property
@@ -219,7 +224,7 @@ class Total(_Model):
     @model_validator(mode="after")
     def _one(self) -> Total:
         if (self.path is None) == (self.header is None):
-            raise ValueError("give exactly one of path or header")
+            raise _invalid("give exactly one of path or header")
         return self
 
 
@@ -289,7 +294,9 @@ class HttpStreamOptions(_Model):
     """Where one stream's records are, and what it overrides from the source defaults."""
 
     method: Literal["GET", "POST"] = "GET"
-    path: str = Field(description="template appended to base_url, e.g. '/accounts/{account_id}/orders'")
+    path: str = Field(
+        description="template appended to base_url, e.g. '/accounts/{account_id}/orders'"
+    )
     params: dict[str, ParamValue] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
     json_body: dict[str, Any] | None = Field(
