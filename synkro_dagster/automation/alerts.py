@@ -34,7 +34,7 @@ MAX_ERROR_CHARS = 2000
 _KEY_VALUE = re.compile(
     r"(?i)\b((?:[a-z0-9_-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
     r"|client[_-]?secret|private[_-]?key|auth|credential)[a-z0-9_-]*)[\"']?\s*[=:]\s*[\"']?)"
-    r"(?!\*\*\*)([^\s&\"',;)}\]]+)"
+    r"(?!\*\*\*|(?:Bearer|Basic|Token|Digest) \*\*\*)([^\s&\"',;)}\]]+)"
 )
 _AUTH_SCHEME = re.compile(r"(?i)\b(Bearer|Basic|Token|Digest)\s+(?!\*\*\*)[A-Za-z0-9._~+/=-]{4,}")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
