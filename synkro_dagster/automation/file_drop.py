@@ -1,0 +1,193 @@
+"""File-drop sensors: new complete files in a files-engine integration's inbox start a sync run.
+
+One sensor per `files` spec, `<spec>_file_drop`, targeting `sync_<spec>`. Each tick reads the
+spec's registry entries (one indexed query), lists every enabled integration's inbox with the same
+readiness rules the connector uses (no `.tmp`, stable for `stable_seconds`, manifest if required)
+and emits one RunRequest per integration that has ready files:
+
+- `partition_key` = the integration id, run tags `synkro/integration`, `synkro/tenant`,
+  `synkro/spec`;
+- `run_key` = `<id>:<digest of the sorted content hashes>`: Dagster never launches a run key twice,
+  so the same set of files never triggers twice; a new file changes the set and the key.
+
+Content hashes are streamed (1 MB chunks) and cached in-process by (path, size, mtime); a
+`<name>.sha256` manifest, when present, is used instead of reading the file (the run verifies it).
+The cursor is one short digest of the last tick's state, so a quiet inbox costs a directory
+listing per integration and returns a SkipReason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from synkro_dagster.assets.factory import connector_resource_key, job_name_for, partitions_def_for
+from synkro_dagster.automation import settings
+from synkro_dagster.connectors.files import FileDropConnector
+from synkro_dagster.connectors.files_inbox import (
+    HashCache,
+    inbox_dir,
+    read_manifest,
+    ready_files,
+    stream_options,
+)
+from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.specs.models import SourceSpec
+from synkro_dagster.tags import run_tags
+
+RegistryFactory = Callable[[], IntegrationRegistry]
+FILES_CONNECTOR = connector_resource_key("files")
+# Hashing stops for this tick once this many seconds went by; the rest is hashed next tick (the
+# cache keeps what was done), so a drop of huge files never makes a tick time out.
+DEFAULT_HASH_BUDGET_SECONDS = 20.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+_hashes = HashCache()
+
+
+def file_drop_sensor_name(spec_name: str) -> str:
+    return f"{spec_name}_file_drop"
+
+
+@dataclass
+class InboxScan:
+    """What one tick found for one spec."""
+
+    requests: list[dg.RunRequest] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)  # "<id>: N file(s) waiting"
+    pending: int = 0  # ready files whose hash is left for the next tick
+    watched: int = 0
+
+
+def scan_inboxes(
+    source: SourceSpec,
+    registry: IntegrationRegistry,
+    connector: FileDropConnector,
+    hash_budget_seconds: float = DEFAULT_HASH_BUDGET_SECONDS,
+) -> InboxScan:
+    """One RunRequest per enabled integration of `source` whose inbox holds ready files."""
+    streams = stream_options(source)
+    root = connector.root()
+    scan = InboxScan()
+    deadline = time.monotonic() + hash_budget_seconds
+    for entry in registry.entries(spec=source.name):
+        files = ready_files(inbox_dir(root, entry.id), streams, connector.stable_seconds)
+        if not entry.enabled:
+            if files:
+                scan.disabled.append(f"{entry.id}: {len(files)} file(s) waiting")
+            continue
+        scan.watched += 1
+        if not files:
+            continue
+        hashes: list[str] = []
+        complete = True
+        for dropped in files:
+            declared = read_manifest(dropped.path)
+            if declared is not None and _SHA256.fullmatch(declared):
+                hashes.append(declared)
+            elif time.monotonic() < deadline:
+                try:
+                    hashes.append(_hashes.hash(dropped))
+                except FileNotFoundError:
+                    continue  # moved by a run that is finishing
+            else:
+                scan.pending += 1
+                complete = False
+        # Request a run only for the whole inbox: a partial set would give a run key that the
+        # next tick replaces anyway.
+        if not hashes or not complete:
+            continue
+        digest = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:20]
+        scan.requests.append(
+            dg.RunRequest(
+                run_key=f"{entry.id}:{digest}",
+                partition_key=entry.id,
+                tags=run_tags(entry.id, source.name, entry.tenant),
+            )
+        )
+    return scan
+
+
+def build_file_drop_sensor(
+    source: SourceSpec,
+    registry_factory: RegistryFactory = IntegrationRegistry.from_env,
+    hash_budget_seconds: float = DEFAULT_HASH_BUDGET_SECONDS,
+) -> dg.SensorDefinition:
+    """`<spec>_file_drop`: runs `sync_<spec>` for each integration with new complete files.
+
+    Uses the code location's `files_connector` resource, so the sensor and the runs agree on the
+    inbox root and the stability window.
+    """
+    if source.engine != "files":
+        raise ValueError(f"spec '{source.name}' is a {source.engine} spec, not a files spec")
+    partitions_name = partitions_def_for(source.name).name
+    job_name = job_name_for(source.name)
+
+    @dg.sensor(
+        name=file_drop_sensor_name(source.name),
+        job_name=job_name,
+        minimum_interval_seconds=settings.interval_seconds(),
+        default_status=settings.default_status(),
+        description=(
+            f"Starts {job_name} for each enabled integration of '{source.name}' whose inbox "
+            "(<inbox root>/<integration id>/) holds new complete files."
+        ),
+    )
+    def file_drop(
+        context: dg.SensorEvaluationContext, files_connector: FileDropConnector
+    ) -> dg.SensorResult:
+        # The parameter name is the resource key (FILES_CONNECTOR): Dagster injects it by name.
+        scan = scan_inboxes(source, registry_factory(), files_connector, hash_budget_seconds)
+        state = json.dumps(sorted(r.run_key for r in scan.requests if r.run_key))
+        cursor = hashlib.sha256(state.encode()).hexdigest()[:16]
+        disabled = f"; disabled, skipped: {', '.join(scan.disabled)}" if scan.disabled else ""
+        pending = f"; {scan.pending} file(s) still being hashed" if scan.pending else ""
+        if not scan.requests or cursor == context.cursor:
+            what = "no new files" if not scan.requests else "no change since the last tick"
+            return dg.SensorResult(
+                skip_reason=f"{what} in {scan.watched} inbox(es) of '{source.name}'"
+                f"{pending}{disabled}",
+                cursor=cursor,
+            )
+        if scan.disabled:
+            context.log.info(f"disabled integrations skipped: {', '.join(scan.disabled)}")
+        known = set(context.instance.get_dynamic_partitions(partitions_name))
+        missing = sorted({r.partition_key for r in scan.requests} - known)
+        context.log.info(
+            f"new files for {len(scan.requests)} integration(s): "
+            + ", ".join(str(r.run_key) for r in scan.requests[:20])
+        )
+        return dg.SensorResult(
+            run_requests=scan.requests,
+            cursor=cursor,
+            dynamic_partitions_requests=(
+                [
+                    dg.AddDynamicPartitionsRequest(
+                        partitions_def_name=partitions_name,
+                        partition_keys=[k for k in missing if k],
+                    )
+                ]
+                if missing
+                else None
+            ),
+        )
+
+    return file_drop
+
+
+def build_file_drop_sensors(
+    specs: dict[str, SourceSpec],
+    registry_factory: RegistryFactory = IntegrationRegistry.from_env,
+) -> list[dg.SensorDefinition]:
+    """One file-drop sensor per `files` spec (none for other engines)."""
+    return [
+        build_file_drop_sensor(source, registry_factory)
+        for _, source in sorted(specs.items())
+        if source.engine == "files"
+    ]
