@@ -41,7 +41,6 @@ WriteMode = Literal["merge", "append", "replace"]
 
 STAGE_TABLE = "synkro_stage"
 _SEQ = "_synkro_seq"
-_PART = "_synkro_part"
 _EXAMPLE_CHARS = 300
 
 
@@ -210,12 +209,12 @@ class _Load:
             self.conn, self.context.integration_id, self.context.stream
         )
         self.execute(
-            sql.SQL(
-                "create temp table {} ({} bigint not null, {} integer not null) on commit drop"
-            ).format(sql.Identifier(STAGE_TABLE), sql.Identifier(_SEQ), sql.Identifier(_PART))
+            sql.SQL("create temp table {} ({} bigint not null) on commit drop").format(
+                sql.Identifier(STAGE_TABLE), sql.Identifier(_SEQ)
+            )
         )
-        for number, part in enumerate(self.read.parts):
-            self.load_part(number, part)
+        for part in self.read.parts:
+            self.load_part(part)
         self.stager.close()
         self.merge()
         write_state(
@@ -228,7 +227,7 @@ class _Load:
             run_id=self.context.run_id,
         )
 
-    def load_part(self, number: int, part: Part) -> None:
+    def load_part(self, part: Part) -> None:
         savepoint = self.conn.begin_nested() if part.isolated else None
         snapshot = ({k: replace(c) for k, c in self.columns.items()}, self.seq)
         try:
@@ -245,7 +244,7 @@ class _Load:
                 self.stats.parts_skipped += 1
                 self.done_parts.append(part)
                 return
-            rows = self.stage_part(number, part)
+            rows = self.stage_part(part)
             self.stager.close()
             if part.identity is not None:
                 set_part_rows(self.conn, self.context.integration_id, part.identity, rows)
@@ -269,17 +268,17 @@ class _Load:
         self.stats.rows_read += rows
         self.done_parts.append(part)
 
-    def stage_part(self, number: int, part: Part) -> int:
+    def stage_part(self, part: Part) -> int:
         rows = 0
         for batch in part.batches():
             if len(batch) <= self.batch_rows:
-                rows += self.stage_batch(number, part, batch)
+                rows += self.stage_batch(part, batch)
                 continue
             for start in range(0, len(batch), self.batch_rows):
-                rows += self.stage_batch(number, part, batch[start : start + self.batch_rows])
+                rows += self.stage_batch(part, batch[start : start + self.batch_rows])
         return rows
 
-    def stage_batch(self, number: int, part: Part, batch: list[Record]) -> int:
+    def stage_batch(self, part: Part, batch: list[Record]) -> int:
         if not batch:
             return 0
         size = len(batch)
@@ -303,8 +302,8 @@ class _Load:
             if found is not None:
                 column.seen = types.join_types(column.seen, found)
             data.append(convert(values) if convert is not None else values)
-        staged = (_SEQ, _PART, *(c.stage for c in self.columns.values()))
-        rows = zip(range(self.seq, self.seq + size), repeat(number, size), *data, strict=False)
+        staged = (_SEQ, *(c.stage for c in self.columns.values()))
+        rows = zip(range(self.seq, self.seq + size), *data, strict=False)
         self.stager.write(staged, rows)
         self.seq += size
         return size
@@ -412,12 +411,6 @@ class _Load:
             sql.SQL("_synkro_synced_at timestamptz not null default now()"),
             sql.SQL("_synkro_run_id text"),
         ]
-        if self.target.write_mode == "merge":
-            definitions.append(
-                sql.SQL("primary key ({})").format(
-                    self.identifiers(["integration_id", *self.pk_names])
-                )
-            )
         self.execute(
             sql.SQL("create table {} ({})").format(self.target_sql, sql.SQL(", ").join(definitions))
         )
@@ -481,9 +474,43 @@ class _Load:
         )
         return names, values
 
+    def add_primary_key(self) -> None:
+        self.execute(
+            sql.SQL("alter table {} add primary key ({})").format(
+                self.target_sql, self.identifiers(["integration_id", *self.pk_names])
+            )
+        )
+
+    def integration_has_rows(self) -> bool:
+        row = self.fetch_one(
+            sql.SQL("select exists (select 1 from {} where integration_id = {})").format(
+                self.target_sql, sql.Literal(self.context.integration_id)
+            )
+        )
+        return bool(row and row[0])
+
+    def deduplicated(self, values: sql.Composable) -> sql.Composable:
+        """The staged rows, one per key: the highest cursor wins, then the last one staged."""
+        key_columns = [self.columns[k] for k in self.pk_keys]
+        self.count_duplicates(key_columns)
+        keys = sql.SQL(", ").join(self.staged(c) for c in key_columns)
+        order = [keys]
+        cursor_column = self.cursor_column()
+        if cursor_column is not None:
+            order.append(sql.SQL("{} desc nulls last").format(self.staged(cursor_column)))
+        order.append(sql.SQL("s.{} desc").format(sql.Identifier(_SEQ)))
+        return sql.SQL("select distinct on ({}) {} from {} s order by {}").format(
+            keys, values, sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(order)
+        )
+
     def upsert(self) -> None:
         names, values = self.insert_select()
-        key_columns = [self.columns[k] for k in self.pk_keys]
+        plain = sql.SQL("select {} from {} s").format(values, sql.Identifier(STAGE_TABLE))
+        # Most loads have no repeated keys: every path tries the plain statement first and only
+        # sorts the staged rows when PostgreSQL reports a key twice.
+        if self.stats.table_created or not self.integration_has_rows():
+            self.insert_fresh(names, plain, values)
+            return
         updates = [
             sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name))
             for name in [
@@ -509,27 +536,43 @@ class _Load:
                 updates=sql.SQL(", ").join(updates),
             )
 
-        plain = sql.SQL("select {} from {} s").format(values, sql.Identifier(STAGE_TABLE))
-        # Most loads have no repeated keys: try the plain merge first and only sort the staged
-        # rows when PostgreSQL reports a key proposed twice.
         savepoint = self.conn.begin_nested()
         try:
             counts = self.fetch_one(statement(plain))
             savepoint.commit()
         except psycopg.errors.CardinalityViolation:
             savepoint.rollback()
-            keys = sql.SQL(", ").join(self.staged(c) for c in key_columns)
-            order = [keys]
-            cursor_column = self.cursor_column()
-            if cursor_column is not None:
-                order.append(sql.SQL("{} desc nulls last").format(self.staged(cursor_column)))
-            order.append(sql.SQL("s.{} desc").format(sql.Identifier(_SEQ)))
-            self.count_duplicates(key_columns)
-            deduped = sql.SQL("select distinct on ({}) {} from {} s order by {}").format(
-                keys, values, sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(order)
-            )
-            counts = self.fetch_one(statement(deduped))
+            counts = self.fetch_one(statement(self.deduplicated(values)))
+        assert counts is not None
         self.stats.rows_inserted, self.stats.rows_updated = int(counts[0]), int(counts[1])
+
+    def insert_fresh(
+        self, names: sql.Composable, plain: sql.Composable, values: sql.Composable
+    ) -> None:
+        """Merge when this integration has no rows yet: a plain INSERT, no conflict handling.
+
+        Safe because every load of this table holds its advisory lock until commit. A table
+        created by this load gets its primary key after the rows (one sorted index build instead
+        of a row-by-row one); a duplicate key shows as a unique violation and the rows are
+        inserted again deduplicated.
+        """
+
+        def insert(source: sql.Composable) -> int:
+            self.cursor.execute(
+                sql.SQL("insert into {} ({}) {}").format(self.target_sql, names, source)
+            )
+            inserted = self.cursor.rowcount
+            if self.stats.table_created:
+                self.add_primary_key()
+            return inserted
+
+        savepoint = self.conn.begin_nested()
+        try:
+            self.stats.rows_inserted = insert(plain)
+            savepoint.commit()
+        except psycopg.errors.UniqueViolation:
+            savepoint.rollback()
+            self.stats.rows_inserted = insert(self.deduplicated(values))
 
     def count_duplicates(self, key_columns: list[_Column]) -> None:
         aliases = [sql.Identifier(f"k{i}") for i in range(len(key_columns))]
