@@ -6,7 +6,7 @@
 - `<spec>_integration_schedules` — one per spec: runs for integrations whose own cron is due;
 - `run_failure_alert` — failed runs → SYNKRO_ALERT_WEBHOOK_URL;
 - `freshness_against_schedules` — the streams' `fresh_against_schedule` check results;
-- the file-drop sensors of `files` specs.
+- `<spec>_file_drop` — one per `files` spec: new complete inbox files start a run.
 
 Building them reads only environment settings: no database, no network.
 """
@@ -41,8 +41,9 @@ def build_automation(
 
 
 def _file_drop_sensors(specs: dict[str, SourceSpec]) -> list[dg.SensorDefinition]:
-    # FILE-DROP SENSOR: wired here once synkro_dagster/automation/file_drop.py lands.
-    return []
+    from synkro_dagster.automation.file_drop import build_file_drop_sensors
+
+    return build_file_drop_sensors(specs)
 
 
 __all__ = ["build_automation"]
