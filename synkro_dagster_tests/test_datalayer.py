@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -325,31 +326,35 @@ def test_replace_touches_only_its_own_integration(layer: DataLayer, engine: sa.E
     ]
 
 
-def test_replace_readers_see_old_or_new_set_never_half(
-    layer: DataLayer, engine: sa.Engine, database_url: str
-):
+def test_replace_readers_see_old_or_new_set_never_half(layer: DataLayer, engine: sa.Engine):
     tgt = target(mode="replace", pk=[])
     layer.load(tgt, stream([{"n": i} for i in range(100)]), context())
-    seen: list[int] = []
-    release = threading.Event()
-
-    class SlowPart(Part):
-        def batches(self) -> Iterator[list[dict]]:
-            yield [{"n": i} for i in range(100, 350)]
-
-        def before_commit(self, connection) -> None:
-            release.wait(10)
-
+    # Hold the stream's sync_state row: the replace has deleted and inserted when it waits there.
+    blocker = engine.connect()
+    blocker.begin()
+    blocker.exec_driver_sql(
+        "select * from synkro.sync_state where integration_id = 'acme' for update"
+    )
     worker = threading.Thread(
-        target=layer.load, args=(tgt, StreamRead(parts=iter([SlowPart()])), context())
+        target=layer.load, args=(tgt, stream([{"n": i} for i in range(100, 350)]), context())
     )
     worker.start()
-    for _ in range(5):
-        seen.append(rows(engine, f"select count(*) from {TABLE}")[0][0])
-    release.set()
-    worker.join(20)
-    seen.append(rows(engine, f"select count(*) from {TABLE}")[0][0])
-    assert set(seen) <= {100, 250} and seen[-1] == 250
+    try:
+        deadline = time.monotonic() + 20
+        while not rows(
+            engine,
+            "select 1 from pg_stat_activity where datname = current_database()"
+            " and wait_event_type = 'Lock' and query like 'insert into synkro.sync_state%'",
+        ):
+            assert time.monotonic() < deadline, "the replace never reached its state write"
+            time.sleep(0.05)
+        during = [rows(engine, f"select count(*), min(n) from {TABLE}")[0] for _ in range(3)]
+    finally:
+        blocker.rollback()
+        blocker.close()
+        worker.join(20)
+    assert during == [(100, 0)] * 3
+    assert rows(engine, f"select count(*), min(n) from {TABLE}") == [(250, 100)]
 
 
 # --- parts -------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ _ALIASES = {
     "json": JSONB,
 }
 # A type name from a spec or a source reaches SQL as text, so it must look like a type name.
-_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?[a-z ]*(\[\])?$")
 _ISO_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 Converter = Callable[[list[Any]], list[Any]]
@@ -73,7 +73,7 @@ def canonical_type(name: str) -> str:
     cleaned = " ".join(name.strip().lower().split())
     if not _TYPE_NAME.match(cleaned):
         return TEXT
-    base = re.sub(r"\s*\(.*\)", "", cleaned)
+    base = re.sub(r"\s*\([^)]*\)", "", cleaned)
     if base in ("numeric", "decimal"):
         return NUMERIC  # unconstrained numeric holds whatever a constrained one held
     if base in ("character varying", "varchar", "character", "char", "bpchar"):
