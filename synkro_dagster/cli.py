@@ -43,15 +43,18 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def _database_error_message(exc: Exception) -> str:
     """One line about a database failure: the driver's first line, never the bound parameters."""
-    from synkro_dagster.database import resolve_database_url, safe_url
+    from synkro_dagster.database import DATABASE_URL_ENV, safe_url
 
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()
     first = text.splitlines()[0] if text else exc.__class__.__name__
-    try:
-        where = safe_url(resolve_database_url())
-    except Exception:  # the URL itself may be what is broken
-        where = "the database"
+    configured = os.environ.get(DATABASE_URL_ENV)
+    where = "the embedded PostgreSQL"
+    if configured:
+        try:
+            where = safe_url(configured)
+        except Exception:  # a malformed URL: say which variable, not its text
+            where = DATABASE_URL_ENV
     return f"database error ({where}): {first}"
 
 
@@ -102,10 +105,29 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
+def database_engine() -> Any:
+    """The data layer engine (SYNKRO_DATABASE_URL, else the embedded server), or a one-line
+    error when the URL is unusable. For commands defined in other modules too."""
+    import sqlalchemy as sa
+
+    from synkro_dagster.database import DATABASE_URL_ENV, get_engine
+
+    try:
+        return get_engine()
+    except (sa.exc.ArgumentError, ValueError):
+        if not os.environ.get(DATABASE_URL_ENV):
+            raise
+        # The parser's message may quote parts of the URL, which can hold a password.
+        raise click.ClickException(
+            f"{DATABASE_URL_ENV} is not a usable PostgreSQL URL "
+            "(expected postgresql://user:password@host:port/database)"
+        ) from None
+
+
 def _registry() -> Any:
     from synkro_dagster.integrations.registry import IntegrationRegistry
 
-    return IntegrationRegistry.from_env()
+    return IntegrationRegistry(database_engine())
 
 
 # -- synkro db ---------------------------------------------------------------------------------
@@ -119,10 +141,10 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply pending supabase/migrations/*.sql files, in order."""
-    from synkro_dagster.database import get_engine, safe_url
+    from synkro_dagster.database import safe_url
     from synkro_dagster.datalayer.migrations import migrate
 
-    engine = get_engine()
+    engine = database_engine()
     click.echo(f"database: {safe_url(engine.url)}", err=True)
     applied = migrate(engine)
     for migration in applied:
@@ -393,7 +415,7 @@ def secrets_rotate() -> None:
 # `main.add_command(command)` works as well for a command already imported.
 main.lazy_commands.update(
     {
-        # "demo": "synkro_dagster.demo.cli:demo",
-        # "backfill": "synkro_dagster.automation.backfill:backfill",
+        "demo": "synkro_dagster.demo.run:demo",
+        "backfill": "synkro_dagster.automation.backfill:backfill",
     }
 )

@@ -111,7 +111,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
         description=source.description or None,
         op_tags={"synkro/spec": source.name},
     )
-    def _sync(context: dg.AssetExecutionContext):
+    def _sync(context):  # an AssetExecutionContext (annotations are strings here)
         datalayer = getattr(context.resources, DATALAYER_RESOURCE)
         connector = getattr(context.resources, connector_key)
         registry = IntegrationRegistry(datalayer.get_engine())
@@ -126,7 +126,9 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                     continue
                 started = time.monotonic()
                 try:
-                    cursor = None if full_refresh else datalayer.get_cursor(integration.id, stream.name)
+                    cursor = (
+                        None if full_refresh else datalayer.get_cursor(integration.id, stream.name)
+                    )
                     read: StreamRead = session.read(stream, cursor)
                     stats = datalayer.load(
                         TableTarget.for_stream(source, stream),
@@ -141,7 +143,9 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                     )
                 except Exception as exc:  # noqa: BLE001 - one stream's failure must not hide the others
                     message = integration.redact(f"{type(exc).__name__}: {exc}")
-                    context.log.error(f"stream '{stream.name}' of '{integration.id}' failed: {message}")
+                    context.log.error(
+                        f"stream '{stream.name}' of '{integration.id}' failed: {message}"
+                    )
                     failures.append(f"{stream.name}: {message}")
                     continue
 
@@ -161,7 +165,9 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                 if read.stats.source_total is not None:
                     metadata["source_total"] = read.stats.source_total
                 results = [
-                    duplicate_keys_result(key, stats.duplicates_collapsed, stats.duplicate_key_example),
+                    duplicate_keys_result(
+                        key, stats.duplicates_collapsed, stats.duplicate_key_example
+                    ),
                     completeness_result(key, stats.rows_read, read.stats.source_total),
                 ]
                 yield dg.MaterializeResult(

@@ -43,10 +43,6 @@ _processed_files = sa.Table("processed_files", _metadata, sa.Column("integration
 class IntegrationNotFound(LookupError):
     """No integration with that id."""
 
-    def __str__(self) -> str:
-        # LookupError's str() of a single argument is its repr (quoted); show the plain message.
-        return str(self.args[0]) if self.args else "integration not found"
-
 
 class IntegrationError(ValueError):
     """An integration is invalid or conflicts with another; the message names it and the field."""
@@ -119,8 +115,8 @@ def validate_against_spec(
             )
     if secrets is None:
         return
-    for name in source.secrets:
-        if _blank(secrets.get(name)):
+    for name, secret in source.secrets.items():
+        if secret.required and _blank(secrets.get(name)):
             raise IntegrationError(
                 f"integration '{integration_id}': spec '{spec}' requires secret '{name}' "
                 f"(--secret {name}=...)"

@@ -33,6 +33,21 @@ def generate_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
 
+def local_development_key() -> str:
+    """The embedded default's key: temp/integration_secret.key, created once (mode 0600)."""
+    from filelock import FileLock
+
+    from synkro_dagster.database import temp_dir
+
+    path = temp_dir() / "integration_secret.key"
+    with FileLock(str(path) + ".lock", timeout=30):
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(generate_key())
+        return path.read_text().strip()
+
+
 class SecretBox:
     """Encrypts and decrypts one integration's secrets (a str -> str mapping) as one token."""
 
@@ -54,8 +69,15 @@ class SecretBox:
 
     @classmethod
     def from_env(cls) -> SecretBox:
-        """The box for INTEGRATION_SECRET_KEY; SecretKeyError when it is unset or malformed."""
+        """The box for INTEGRATION_SECRET_KEY; SecretKeyError when it is unset or malformed.
+
+        Only on the embedded local default (SYNKRO_DATABASE_URL unset too) an unset variable
+        falls back to a key generated once into temp/, so `./run demo` and `dagster dev` work on
+        a fresh machine; a real database always needs the variable.
+        """
         raw = os.environ.get(SECRET_KEY_ENV, "")
+        if not raw.strip() and not os.environ.get("SYNKRO_DATABASE_URL"):
+            raw = local_development_key()
         if not raw.strip():
             raise SecretKeyError(f"{SECRET_KEY_ENV} is not set; {_GENERATE_HINT}")
         return cls([part.strip() for part in raw.split(",") if part.strip()])

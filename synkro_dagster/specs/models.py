@@ -61,6 +61,20 @@ class ConfigField(StrictModel):
     default: str | None = None
 
 
+class SecretField(StrictModel):
+    """A secret an integration gives (token, password): encrypted at rest, never shown."""
+
+    description: str = ""
+    required: bool = True
+
+
+def _secrets_as_mapping(value: Any) -> Any:
+    # `secrets: [token]` is shorthand for `secrets: {token: {}}` (all required).
+    if isinstance(value, list):
+        return {str(name): {} for name in value}
+    return value
+
+
 class StreamSpec(StrictModel):
     name: str
     description: str = ""
@@ -98,8 +112,10 @@ class SourceSpec(StrictModel):
         default_factory=dict,
         description="plain config an integration provides ({name} in templates)",
     )
-    secrets: list[str] = Field(
-        default_factory=list, description="secret names an integration provides (auth values)"
+    secrets: Annotated[dict[str, SecretField], BeforeValidator(_secrets_as_mapping)] = Field(
+        default_factory=dict,
+        description="secrets an integration provides (auth values); a list of names, or a "
+        "mapping name -> {description, required}",
     )
     http: HttpSourceOptions | None = None
     sql: SqlSourceOptions | None = None
