@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from decimal import Decimal, InvalidOperation
@@ -276,6 +277,29 @@ class _Plan:
         self.statement = statement
         self.column_types = column_types
         self.fixes = fixes
+        # psycopg only: fetch in PostgreSQL's binary format (every result type is known to load).
+        self.binary = False
+
+
+# Built-in PostgreSQL types psycopg loads from the binary format into the same Python values as
+# from text. Anything else (enums, domains of unknown types, arrays, extensions) would come back
+# as raw bytes in binary, so such a result is fetched as text.
+_BINARY_SAFE_TYPES = frozenset(
+    {
+        "int2", "int4", "int8", "oid", "numeric", "float4", "float8", "bool", "text", "varchar",
+        "bpchar", "name", "date", "timestamp", "timestamptz", "json", "jsonb", "uuid", "bytea",
+    }
+)  # fmt: skip
+
+
+def _binary_safe(description: Sequence[Any]) -> bool:
+    import psycopg
+
+    for column in description:
+        info = psycopg.adapters.types.get(column[1])
+        if info is None or info.name not in _BINARY_SAFE_TYPES or info.oid != column[1]:
+            return False
+    return True
 
 
 class SqlSession:
@@ -531,6 +555,11 @@ class SqlSession:
                     plan = self._plan_table(conn, stream, options, cursor)
                 else:
                     plan = self._plan_query(conn, stream, options, cursor)
+                if self.engine.dialect.driver == "psycopg":
+                    assert isinstance(plan.statement, sa.Select)
+                    probe = conn.execute(plan.statement.where(sa.false()))
+                    plan.binary = _binary_safe(probe.cursor.description or [])
+                    probe.close()
         except SqlSourceError:
             raise
         except sa.exc.SQLAlchemyError as exc:
@@ -546,10 +575,8 @@ class SqlSession:
         conn: sa.Connection | None = None
         try:
             conn = self.engine.connect()
-            result = conn.execution_options(yield_per=batch_size).execute(plan.statement)
-            keys = list(result.keys())
             fixes = plan.fixes
-            for rows in result.partitions():
+            for keys, rows in self._fetch(conn, plan, batch_size):
                 batch = [dict(zip(keys, row, strict=True)) for row in rows]
                 if fixes:
                     for record in batch:
@@ -560,17 +587,51 @@ class SqlSession:
                 stats.pages += 1
                 stats.records += len(batch)
                 yield batch
-            result.close()
         except sa.exc.SQLAlchemyError as exc:
             raise self._error(
                 stream, f"reading rows failed: {self._describe_db_error(exc)}"
             ) from None
+        except Exception as exc:
+            if not _is_driver_error(exc):
+                raise
+            raise self._error(stream, f"reading rows failed: {str(exc).strip()[:2000]}") from None
         finally:
             if conn is not None:
                 # Closing a half-read cursor after the session ended (the consumer stopped
                 # early): nothing left to save, and the original outcome matters more.
                 with suppress(Exception):
                     conn.close()
+
+    def _fetch(
+        self, conn: sa.Connection, plan: _Plan, batch_size: int
+    ) -> Iterator[tuple[list[str], Sequence[Sequence[Any]]]]:
+        """(column names, rows) per fetch of at most `batch_size` rows, from a server-side cursor."""
+        if plan.binary:
+            # psycopg's named cursor in binary format: the same rows, parsed with less CPU
+            # than text (SQLAlchemy has no switch for the format of its server-side cursors).
+            compiled = plan.statement.compile(dialect=self.engine.dialect)
+            driver_connection = conn.connection.driver_connection
+            assert driver_connection is not None
+            with driver_connection.cursor(
+                name=f"synkro_{uuid.uuid4().hex[:12]}", binary=True
+            ) as cur:
+                cur.itersize = batch_size
+                cur.execute(str(compiled), compiled.params)
+                keys = [column.name for column in cur.description or []]
+                while rows := cur.fetchmany(batch_size):
+                    yield keys, rows
+            return
+        result = conn.execution_options(yield_per=batch_size).execute(plan.statement)
+        keys = list(result.keys())
+        for rows in result.partitions():
+            yield keys, rows
+        result.close()
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    # DB-API errors raised outside SQLAlchemy (the psycopg binary path) all derive from the
+    # module's Error class; their type lives in the driver package.
+    return type(exc).__module__.split(".")[0] in ("psycopg", "psycopg_binary")
 
 
 class SqlConnector(dg.ConfigurableResource):
