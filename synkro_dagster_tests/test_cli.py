@@ -252,6 +252,11 @@ def test_an_unreachable_database_is_one_line(monkeypatch) -> None:
     message = assert_one_line_error(synkro("integrations", "list"), "database error")
     assert "pw-hidden" not in message
 
+    monkeypatch.setenv("SYNKRO_DATABASE_URL", "postgresql://synkro:pw-hidden@host:port/x")
+    for args in (["integrations", "list"], ["db", "migrate"]):
+        message = assert_one_line_error(synkro(*args), "SYNKRO_DATABASE_URL is not a usable")
+        assert "pw-hidden" not in message
+
 
 def test_commands_registered_later_get_the_same_error_handling(monkeypatch) -> None:
     from synkro_dagster.integrations import IntegrationNotFound
