@@ -410,3 +410,28 @@ def test_sessions_are_read_only(pg_source_url: str) -> None:
         pytest.raises(sa.exc.InternalError, match="read-only"),
     ):
         conn.exec_driver_sql("delete from customers")
+
+
+def test_pg_types_without_a_binary_loader_still_arrive_as_text(pg_source_url: str) -> None:
+    # An enum, an interval and a time column: the read falls back to the text format for them.
+    _exec(
+        pg_source_url,
+        "create type mood as enum ('calm', 'busy')",
+        "create table shifts (id int primary key, mood mood, length interval, starts time)",
+        "insert into shifts values (1, 'busy', '1 hour 30 minutes', '08:30')",
+    )
+    spec = _spec(
+        [
+            {
+                "name": "shifts",
+                "primary_key": "id",
+                "write_mode": "replace",
+                "sql": {"table": "shifts"},
+            }
+        ]
+    )
+    with SqlConnector().session(spec, _integration(pg_source_url)) as session:
+        read = session.read(spec.streams[0], None)
+        (row,) = _rows(read)
+    assert read.column_types["mood"] == "text"
+    assert row == {"id": 1, "mood": "busy", "length": "1:30:00", "starts": "08:30:00"}

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.sql import sqltypes
 
 from synkro_dagster.contracts import (
     Batch,
@@ -125,7 +126,8 @@ def _fix_for(column_type: sa.types.TypeEngine[Any], pg_type: str | None) -> Fix 
         return _hex
     if pg_type == "boolean" and not isinstance(column_type, sa.Boolean):
         return _to_bool
-    if isinstance(column_type, sa.Time | sa.Interval | sa.Uuid):
+    # Times, durations and UUIDs land as their text form in a text column.
+    if isinstance(column_type, sa.Time | sa.Uuid | sqltypes._AbstractInterval):
         return _to_str
     return None
 
