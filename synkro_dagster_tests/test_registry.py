@@ -53,7 +53,7 @@ def add_shop(registry: IntegrationRegistry, id: str = "acme-shop", **overrides):
 
 def test_spec_fixture_is_a_valid_spec(specs_dir: Path) -> None:
     spec = load_spec_file(specs_dir / "shop.yaml")
-    assert spec.secrets == ["token"]
+    assert list(spec.secrets) == ["token"]
     assert spec.config["base_url"].required
 
 
@@ -185,6 +185,15 @@ def test_duplicate_id_is_a_clear_error(registry: IntegrationRegistry) -> None:
     with pytest.raises(IntegrationError, match="integration 'acme-shop' already exists"):
         add_shop(registry, tenant="other")
     assert registry.get("acme-shop").tenant == "acme"
+
+
+def test_optional_secrets_may_be_left_out(registry: IntegrationRegistry, specs_dir) -> None:
+    (specs_dir / "erp.yaml").write_text(
+        "name: erp\nengine: http\nsecrets: {token: {required: false}}\n"
+        "streams: [{name: items, primary_key: id}]\n"
+    )
+    registry.add("erp-1", spec="erp", tenant="acme")
+    assert registry.get("erp-1").secrets == {}
 
 
 def test_cron_aliases_and_no_schedule_are_accepted(registry: IntegrationRegistry) -> None:

@@ -153,6 +153,7 @@ def test_a_wrong_key_names_the_integration_and_never_the_ciphertext(
 
 def test_a_missing_key_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.delenv("INTEGRATION_SECRET_KEY")
+    monkeypatch.setenv("SYNKRO_DATABASE_URL", "postgresql://synkro@db.example.com/synkro")
     with pytest.raises(SecretKeyError, match="^INTEGRATION_SECRET_KEY is not set; generate one"):
         SecretBox.from_env()
 
