@@ -324,6 +324,7 @@ class Response:
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.raw: bytes | None = None  # the encoded body, when kept in the benchmark cache
 
 
 class ApiApp:
@@ -338,6 +339,9 @@ class ApiApp:
         self.faults: list[Fault] = []
         self.requests: list[RequestLog] = []
         self.lock = threading.Lock()
+        # Encoded pages of the read-only benchmark collection, so the benchmark measures the
+        # client rather than this server's JSON encoding.
+        self._bench_cache: dict[str, Response] = {}
 
     # -- dispatch
 
@@ -353,7 +357,16 @@ class ApiApp:
         slow = None if path.startswith("/_admin/") else self._fault("slow", path)
         if slow is not None:
             slow.use()
-        response = self._dispatch(method, path, query, headers, body, host)
+        cacheable = path == "/test/page_number/bench" and method == "GET" and not self.faults
+        key = f"{path}?{sorted(query.items())}"  # parameter order must not matter
+        cached = self._bench_cache.get(key) if cacheable else None
+        if cached is not None:
+            response = cached
+        else:
+            response = self._dispatch(method, path, query, headers, body, host)
+            if cacheable and response.status == 200:
+                response.raw = json.dumps(response.body).encode()
+                self._bench_cache[key] = response
         if slow is not None:
             # Slow after the work (auth checked on arrival), as when a big response is produced.
             time.sleep(slow.seconds)
@@ -653,7 +666,9 @@ class _Handler(BaseHTTPRequestHandler):
             response = self.app.handle(self.command, self.path, headers, body, host)
         except Exception as exc:  # a bug in the fake API shows as a 500, as on a real server
             response = Response(500, {"error": f"server error: {type(exc).__name__}: {exc}"})
-        data = b"" if response.body is None else json.dumps(response.body).encode()
+        data = response.raw
+        if data is None:
+            data = b"" if response.body is None else json.dumps(response.body).encode()
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -769,11 +784,12 @@ def start_api_server(
 
 def main() -> None:  # pragma: no cover - manual use
     parser = argparse.ArgumentParser(description="Serve the demo shop and CRM APIs locally.")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--bench-records", type=int, default=100_000)
     args = parser.parse_args()
-    with start_api_server(port=args.port) as api:
-        c = api.credentials
-        print(f"serving on {api.url}  (bearer {c.bearer_token!r}, oauth2 client {c.client_id!r})")
+    with start_api_server(port=args.port, bench_records=args.bench_records) as api:
+        # The first line is the URL, so a parent process can read where to connect.
+        print(api.url, flush=True)
         try:
             while True:
                 time.sleep(3600)
