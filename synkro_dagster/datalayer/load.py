@@ -23,11 +23,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any, Literal
 
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
+from psycopg.adapt import Dumper
 
 from synkro_dagster.contracts import Part, Record, SourceDataError, StreamRead
 from synkro_dagster.datalayer import schema as types
@@ -40,7 +42,6 @@ log = logging.getLogger(__name__)
 WriteMode = Literal["merge", "append", "replace"]
 
 STAGE_TABLE = "synkro_stage"
-_SEQ = "_synkro_seq"
 _EXAMPLE_CHARS = 300
 
 
@@ -136,11 +137,26 @@ class _Column:
     type: str = types.TEXT  # final target type, set before the merge
 
 
+class _BoolText(Dumper):
+    # psycopg writes 't'/'f'; 'true'/'false' reads the same as a boolean and better as text.
+    def dump(self, obj: Any) -> bytes:
+        return b"true" if obj else b"false"
+
+
+class _JsonText(Dumper):
+    def dump(self, obj: Any) -> bytes:
+        return json.dumps(obj, default=str, ensure_ascii=False).encode()
+
+
 class _Stager:
     """Keeps one COPY open across batches while the staged column list stays the same."""
 
-    def __init__(self, cursor: psycopg.Cursor) -> None:
-        self._cursor = cursor
+    def __init__(self, connection: psycopg.Connection) -> None:
+        # A cursor of its own: its dumpers render values the way the text staging columns want.
+        self._cursor = connection.cursor()
+        self._cursor.adapters.register_dumper(bool, _BoolText)
+        for kind in (dict, list, tuple):
+            self._cursor.adapters.register_dumper(kind, _JsonText)
         self._columns: tuple[str, ...] = ()
         self._context: Any = None
         self._copy: Any = None
@@ -162,6 +178,9 @@ class _Stager:
         if self._context is not None:
             context, self._context, self._copy = self._context, None, None
             context.__exit__(None, None, None)
+
+    def dispose(self) -> None:
+        self._cursor.close()
 
     def abort(self, error: BaseException) -> None:
         """End an open COPY with an error (CopyFail), leaving the connection usable for ROLLBACK."""
@@ -190,9 +209,9 @@ class _Load:
         self.batch_rows = max(1, batch_rows)
         self.stats = LoadStats()
         self.columns: dict[Any, _Column] = {}
-        self.seq = 0
+        self._getter: Any = None
         self.done_parts: list[Part] = []
-        self.stager = _Stager(self.cursor)
+        self.stager = _Stager(self.pg)
         self.schema = table_name(target.schema)
         self.table = table_name(target.table)
         self.target_sql = qualified(target.schema, target.table)
@@ -203,15 +222,15 @@ class _Load:
 
     def run(self) -> None:
         self.execute(sql.SQL("set local timezone = 'UTC'"))
-        # Room for the dedupe sort; the staging table itself spills to temp files when large.
+        # Room for the dedupe sort and the staged rows (temp_buffers only takes effect if this
+        # session has not used a temporary table yet; beyond it the staging spills to temp files).
         self.execute(sql.SQL("set local work_mem = '64MB'"))
+        self.execute(sql.SQL("set local temp_buffers = '64MB'"))
         self.stats.cursor_before = read_cursor(
             self.conn, self.context.integration_id, self.context.stream
         )
         self.execute(
-            sql.SQL("create temp table {} ({} bigint not null) on commit drop").format(
-                sql.Identifier(STAGE_TABLE), sql.Identifier(_SEQ)
-            )
+            sql.SQL("create temp table {} () on commit drop").format(sql.Identifier(STAGE_TABLE))
         )
         for part in self.read.parts:
             self.load_part(part)
@@ -229,7 +248,7 @@ class _Load:
 
     def load_part(self, part: Part) -> None:
         savepoint = self.conn.begin_nested() if part.isolated else None
-        snapshot = ({k: replace(c) for k, c in self.columns.items()}, self.seq)
+        snapshot = {k: replace(c) for k, c in self.columns.items()}
         try:
             if part.identity is not None and not claim_part(
                 self.conn,
@@ -256,7 +275,7 @@ class _Load:
             if savepoint is None:
                 raise
             savepoint.rollback()
-            self.columns, self.seq = snapshot
+            self.columns, self._getter = snapshot, None
             log.warning("stream %s: part %s rejected: %s", self.context.stream, part.name, error)
             part.rejected(error)
             self.stats.parts_rejected += 1
@@ -281,7 +300,47 @@ class _Load:
     def stage_batch(self, part: Part, batch: list[Record]) -> int:
         if not batch:
             return 0
-        size = len(batch)
+        rows = self.rows_of_known_keys(batch)
+        if rows is not None:
+            data: list[Sequence[Any]] = list(zip(*rows, strict=True))
+        else:
+            data = self.columns_of_any_keys(part, batch)
+        converted = False
+        for position, column in enumerate(self.columns.values()):
+            values = data[position]
+            if isinstance(values, repeat):
+                continue
+            if column.key in self.pk_keys and None in values:
+                raise self.null_key_error(part, column.key, batch[list(values).index(None)])
+            found, convert = types.infer_column(values)
+            if found is not None:
+                column.seen = types.join_types(column.seen, found)
+            if convert is not None:
+                data[position] = convert(values)
+                converted = True
+        if rows is None or converted:
+            rows = zip(*data, strict=False)
+        if self.columns:
+            self.stager.write(tuple(c.stage for c in self.columns.values()), rows)
+        return len(batch)
+
+    def rows_of_known_keys(self, batch: list[Record]) -> list[tuple] | None:
+        """Row tuples in one C-level pass when every record has exactly the known keys, else None.
+
+        That is the usual case (an API page, a file, a SQL fetch all repeat one shape); other
+        batches go through `columns_of_any_keys`.
+        """
+        if len(self.columns) < 2 or set(map(len, batch)) != {len(self.columns)}:
+            return None
+        if self._getter is None:
+            self._getter = itemgetter(*self.columns)
+        try:
+            return list(map(self._getter, batch))
+        except KeyError:
+            return None
+
+    def columns_of_any_keys(self, part: Part, batch: list[Record]) -> list[Sequence[Any]]:
+        """Column value lists for records of any shape (new keys add columns, missing are null)."""
         keys = dict.fromkeys(chain.from_iterable(batch))
         for key in self.pk_keys:
             if key not in keys:
@@ -289,27 +348,17 @@ class _Load:
         new = [key for key in keys if key not in self.columns]
         if new:
             self.add_columns(new)
-        pk = set(self.pk_keys)
-        data: list[Iterable[Any]] = []
-        for column in self.columns.values():
-            if column.key not in keys:
-                data.append(repeat(None, size))
-                continue
-            values = [record.get(column.key) for record in batch]
-            if column.key in pk and None in values:
-                raise self.null_key_error(part, column.key, batch[values.index(None)])
-            found, convert = types.infer_column(values)
-            if found is not None:
-                column.seen = types.join_types(column.seen, found)
-            data.append(convert(values) if convert is not None else values)
-        staged = (_SEQ, *(c.stage for c in self.columns.values()))
-        rows = zip(range(self.seq, self.seq + size), *data, strict=False)
-        self.stager.write(staged, rows)
-        self.seq += size
-        return size
+        size = len(batch)
+        return [
+            [record.get(column.key) for record in batch]
+            if column.key in keys
+            else repeat(None, size)  # type: ignore[misc]
+            for column in self.columns.values()
+        ]
 
     def add_columns(self, keys: list[Any]) -> None:
         self.stager.close()
+        self._getter = None
         used = {c.name for c in self.columns.values()}
         added = []
         for key in keys:
@@ -498,7 +547,8 @@ class _Load:
         cursor_column = self.cursor_column()
         if cursor_column is not None:
             order.append(sql.SQL("{} desc nulls last").format(self.staged(cursor_column)))
-        order.append(sql.SQL("s.{} desc").format(sql.Identifier(_SEQ)))
+        # Staging only ever receives appended rows, so ctid order is arrival order.
+        order.append(sql.SQL("s.ctid desc"))
         return sql.SQL("select distinct on ({}) {} from {} s order by {}").format(
             keys, values, sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(order)
         )
@@ -718,6 +768,7 @@ def load_stream(
                 " Check the stream's column hints or the source data."
             ) from error
         finally:
+            load.stager.dispose()
             load.cursor.close()
     load.after_commit()
     load.stats.seconds = time.perf_counter() - started

@@ -9,9 +9,8 @@ so a widened column never needs its staged values rewritten.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -65,7 +64,7 @@ _ALIASES = {
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?[a-z ]*(\[\])?$")
 _ISO_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
-Converter = Callable[[list[Any]], list[Any]]
+Converter = Callable[[Sequence[Any]], list[Any]]
 
 
 def canonical_type(name: str) -> str:
@@ -111,7 +110,7 @@ def cast(expression: sql.Composable, type_name: str) -> sql.Composable:
 # --- inference -------------------------------------------------------------------------------
 
 
-def _int_type(values: list[int]) -> str:
+def _int_type(values: Sequence[int]) -> str:
     low, high = min(values), max(values)
     if _INT4[0] <= low and high <= _INT4[1]:
         return INTEGER
@@ -133,7 +132,7 @@ def _iso_type(value: str) -> str | None:
     return TIMESTAMP if parsed.tzinfo is None else TIMESTAMPTZ
 
 
-def _string_type(values: list[str]) -> str:
+def _string_type(values: Sequence[str]) -> str:
     # Most text columns fail on their first value, so the per-value parse only runs for columns
     # that really hold dates or timestamps.
     if not _ISO_DATE_PREFIX.match(values[0]):
@@ -147,75 +146,65 @@ def _string_type(values: list[str]) -> str:
     return found or TEXT
 
 
-def _datetime_type(values: list[datetime]) -> str:
+def _datetime_type(values: Sequence[datetime]) -> str:
     naive = {v.tzinfo is None for v in values}
     return TIMESTAMPTZ if False in naive else TIMESTAMP
 
 
-_BOOL_TEXT = {True: "true", False: "false"}
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
+# Types psycopg stages as PostgreSQL reads them back (bool, dict, list and tuple through the
+# staging dumpers in load.py); anything else is staged as str(value).
+_NATIVE = frozenset({str, int, float, Decimal, bool, date, datetime, dict, list, tuple, bytes})
 
 
 def _to_text(value: Any) -> Any:
-    if value is None or type(value) is str:
+    if value is None or type(value) in _NATIVE:
         return value
     if isinstance(value, bool):
-        return _BOOL_TEXT[value]
-    if isinstance(value, dict | list | tuple):
-        return _json_text(value)
-    if isinstance(value, int | float | Decimal | date | bytes):
-        return value  # psycopg renders these the way PostgreSQL parses them back
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     return str(value)
 
 
-def _convert_bools(values: list[Any]) -> list[Any]:
-    return list(map(_BOOL_TEXT.get, values))
-
-
-def _convert_json(values: list[Any]) -> list[Any]:
-    return [None if v is None else _json_text(v) for v in values]
-
-
-def _convert_text(values: list[Any]) -> list[Any]:
+def _convert_text(values: Sequence[Any]) -> list[Any]:
     return list(map(_to_text, values))
 
 
-def _kind_type(kind: type, values: list[Any]) -> tuple[str, bool]:
-    """(type, needs conversion) for the non-null `values`, all of Python type `kind`."""
+def _kind_type(kind: type, values: Sequence[Any]) -> str:
+    """The type of the non-null `values`, all of Python type `kind`."""
     if kind is str:
-        return _string_type(values), False
+        return _string_type(values)
     if kind is bool:
-        return BOOLEAN, True
+        return BOOLEAN
     if kind is int:
-        return _int_type(values), False
+        return _int_type(values)
     if kind is float or kind is Decimal:
-        return NUMERIC, False
+        return NUMERIC
     if kind is datetime:
-        return _datetime_type(values), False
+        return _datetime_type(values)
     if kind is date:
-        return DATE, False
+        return DATE
     if kind is dict or kind is list or kind is tuple:
-        return JSONB, True
+        return JSONB
     # Subclasses and foreign scalar types (numpy, pandas, UUID, time, ...).
     if issubclass(kind, bool):
-        return BOOLEAN, True
+        return BOOLEAN
     if issubclass(kind, int):
-        return _int_type([int(v) for v in values]), True
+        return _int_type([int(v) for v in values])
     if issubclass(kind, float):
-        return NUMERIC, False
+        return NUMERIC
     if issubclass(kind, datetime):
-        return _datetime_type(values), False
+        return _datetime_type(values)
     if issubclass(kind, date):
-        return DATE, False
+        return DATE
     if issubclass(kind, dict | list | tuple):
-        return JSONB, True
-    return TEXT, True
+        return JSONB
+    return TEXT
 
 
-def infer_column(values: list[Any]) -> tuple[str | None, Converter | None]:
+def infer_column(values: Sequence[Any]) -> tuple[str | None, Converter | None]:
     """The type of one batch column and, if psycopg cannot stage the values as they are, a converter.
 
     Returns (None, None) for a column that is entirely null in this batch.
@@ -226,27 +215,14 @@ def infer_column(values: list[Any]) -> tuple[str | None, Converter | None]:
     if not kinds:
         return None, None
     present = [v for v in values if v is not None] if has_null else values
+    convert = None if kinds <= _NATIVE else _convert_text
     if len(kinds) == 1:
         (kind,) = kinds
-        found, convert = _kind_type(kind, present)
-        if not convert:
-            return found, None
-        if found == BOOLEAN and kind is bool:
-            return found, _convert_bools
-        if found == JSONB:
-            return found, _convert_json
-        return found, _convert_text
+        return _kind_type(kind, present), convert
     found = None
     for kind in kinds:
-        found = join_types(found, _kind_type(kind, [v for v in present if type(v) is kind])[0])
-    assert found is not None
-    if found in _NUMBERS and not any(issubclass(k, bool) for k in kinds):
-        return found, None if kinds <= {int, float, Decimal} else _convert_text
-    if found in _TEMPORAL_CHAIN and kinds <= {date, datetime}:
-        return found, None
-    if found == JSONB:
-        return found, _convert_json
-    return found, _convert_text
+        found = join_types(found, _kind_type(kind, [v for v in present if type(v) is kind]))
+    return found, convert
 
 
 # --- target tables ---------------------------------------------------------------------------
