@@ -1,9 +1,12 @@
-"""Streams records out of CSV, XLSX, JSON and NDJSON files without holding a file in memory.
+"""Streams CSV, XLSX, JSON and NDJSON files as bounded batches without holding a file in memory.
 
-Every reader yields `(where, record)` pairs — `where` is "line 57", "row 12" or "record 3", used
-in error messages — with header names already renamed per the spec. Structural problems (bad
-encoding, ragged rows, broken workbook, invalid JSON, missing records path, duplicate or missing
-header names) raise SourceDataError naming the file and the place.
+`read_batches` yields `RawBatch`es. CSV and XLSX batches are *tabular*: positional rows under one
+list of column names (already renamed per the spec), so that values can be converted a column at
+a time; JSON and NDJSON batches hold records (dicts). Each row comes with `where` — a line number
+(CSV, NDJSON) or a label such as "sheet 'Orders' row 12" or "record 3" — for error messages;
+`describe(where)` gives the text. Structural problems (bad encoding, ragged rows, broken workbook,
+invalid JSON, missing records path, duplicate or missing header names) raise SourceDataError
+naming the file and the place.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,14 +31,41 @@ DETECTED_ENCODINGS = ["cp1251", "cp1252"]
 DELIMITERS = (";", ",", "\t")
 TEXT_BUFFER = 1024 * 1024
 
-Located = tuple[str, Record]
+Located = tuple[int | str, Any]
 
 
-def read_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
-    """Every record of the file at `path` in file order, as (where, record)."""
-    readers = {"csv": _csv_records, "xlsx": _xlsx_records, "json": _json_records}
-    reader = readers.get(options.format, _ndjson_records)
-    return reader(path, options, primary_key)
+@dataclass
+class RawBatch:
+    """Up to `size` rows: positional rows under `names` (tabular), or records (names is None)."""
+
+    names: list[str] | None
+    wheres: list[int | str]
+    rows: list[Any]
+
+
+def describe(where: int | str) -> str:
+    """ "line 57" for a line number, else the reader's own label."""
+    return f"line {where}" if isinstance(where, int) else where
+
+
+def read_batches(
+    path: Path, options: FileOptions, primary_key: list[str], size: int
+) -> Iterator[RawBatch]:
+    """The file's rows in file order, `size` at a time."""
+    readers = {"csv": _csv_rows, "xlsx": _xlsx_rows, "json": _json_records}
+    rows = readers.get(options.format, _ndjson_records)(path, options, primary_key)
+    # Every reader first yields its column names (None for record formats), then its rows.
+    names = next(rows)
+    wheres: list[int | str] = []
+    batch: list[Any] = []
+    for where, row in rows:
+        wheres.append(where)
+        batch.append(row)
+        if len(batch) >= size:
+            yield RawBatch(names, wheres, batch)
+            wheres, batch = [], []
+    if batch:
+        yield RawBatch(names, wheres, batch)
 
 
 # -- CSV ----------------------------------------------------------------------------------------
@@ -133,23 +164,23 @@ def _check_header(
     return renamed
 
 
-def _csv_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+def _csv_rows(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
     if options.encoding:
         encoding, how = options.encoding, "set by the spec"
     else:
         encoding, how = detect_encoding(path)
     handle = path.open("r", encoding=encoding, newline="", buffering=TEXT_BUFFER)
     try:
-        yield from _csv_rows(path, handle, options, primary_key)
+        yield from _csv_lines(path, handle, options, primary_key)
     except UnicodeDecodeError:
         raise _decode_error(path, encoding, how) from None
     finally:
         handle.close()
 
 
-def _csv_rows(
+def _csv_lines(
     path: Path, handle: io.TextIOBase, options: FileOptions, primary_key: list[str]
-) -> Iterator[Located]:
+) -> Iterator[Any]:
     for _ in range(options.skip_rows):
         handle.readline()
     offset = options.skip_rows
@@ -166,6 +197,7 @@ def _csv_rows(
         header.pop()
     names = _check_header(path, f"line {header_line}", header, options, primary_key)
     named = len(names)
+    yield names
     reader = csv.reader(handle, delimiter=delimiter, quotechar=options.quotechar, strict=True)
     line = header_line + 1
     while True:
@@ -188,16 +220,13 @@ def _csv_rows(
                     f"(delimiter {delimiter!r})"
                 )
             row = row[:named]
-        yield (
-            f"line {start}",
-            {n: (v if v != "" else None) for n, v in zip(names, row, strict=True)},
-        )
+        yield start, row
 
 
 # -- XLSX ---------------------------------------------------------------------------------------
 
 
-def _xlsx_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+def _xlsx_rows(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
     from openpyxl import load_workbook
 
     try:
@@ -238,6 +267,8 @@ def _xlsx_records(path: Path, options: FileOptions, primary_key: list[str]) -> I
             header.pop()
         names = _check_header(path, f"{label} row {number}", header, options, primary_key)
         width = len(names)
+        yield names
+        padding = (None,) * width
         for cells in rows:
             number += 1
             if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
@@ -247,10 +278,9 @@ def _xlsx_records(path: Path, options: FileOptions, primary_key: list[str]) -> I
                 raise SourceDataError(
                     f"{path.name} {label} row {number}: values beyond the header's {width} columns"
                 )
-            record = {n: (None if v == "" else v) for n, v in zip(names, cells, strict=False)}
-            for name in names[len(cells) :]:
-                record[name] = None
-            yield f"{label} row {number}", record
+            if len(cells) != width:
+                cells = (tuple(cells) + padding)[:width]
+            yield f"{label} row {number}", cells
     except SourceDataError:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
@@ -262,19 +292,20 @@ def _xlsx_records(path: Path, options: FileOptions, primary_key: list[str]) -> I
 # -- JSON and NDJSON ----------------------------------------------------------------------------
 
 
-def _renamed(record: Any, where: str, path: Path, options: FileOptions) -> Record:
+def _renamed(record: Any, where: int | str, path: Path, options: FileOptions) -> Record:
     if not isinstance(record, dict):
         raise SourceDataError(
-            f"{path.name} {where}: is a {type(record).__name__}, not an object (a record)"
+            f"{path.name} {describe(where)}: is a {type(record).__name__}, not an object (a record)"
         )
     if options.rename:
         return {options.rename.get(k, k): v for k, v in record.items()}
     return record
 
 
-def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
     import ijson
 
+    yield None
     records_path = options.records_path or ""
     found = {"array": False}
 
@@ -314,21 +345,23 @@ def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> I
         )
 
 
-def _ndjson_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Located]:
+def _ndjson_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
+    yield None
     encoding = options.encoding or "utf-8-sig"
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            where = f"line {number}"
             try:
                 text = raw.decode(encoding)
                 value = json.loads(text, parse_float=Decimal)
             except UnicodeDecodeError as exc:
                 raise SourceDataError(
-                    f"{path.name} {where}: bytes {raw[exc.start : exc.start + 4].hex(' ')} are "
+                    f"{path.name} line {number}: bytes {raw[exc.start : exc.start + 4].hex(' ')} are "
                     f"not valid {encoding}"
                 ) from None
             except ValueError as exc:
-                raise SourceDataError(f"{path.name} {where}: not valid JSON ({exc})") from None
-            yield where, _renamed(value, where, path, options)
+                raise SourceDataError(
+                    f"{path.name} line {number}: not valid JSON ({exc})"
+                ) from None
+            yield number, _renamed(value, number, path, options)

@@ -2,7 +2,8 @@
 
 Each converter takes a raw value (a string from CSV, or a typed value from XLSX / JSON) and returns
 the Python value the data layer lands, or raises ValueError with the reason, phrased to follow the
-quoted value: "'12,3,4' is not a number (decimal ',')".
+quoted value: "'12,3,4' is not a number (decimal ',')". None passes through as None, so that a
+whole column can be mapped at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ Converter = Callable[[Any], Any]
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _TRUE = {"true", "t", "yes", "y", "1", "да", "д", "истина"}
 _FALSE = {"false", "f", "no", "n", "0", "нет", "н", "ложь"}
+_BOOLEANS = {
+    **{v: True for t in _TRUE for v in (t, t.upper(), t.capitalize())},
+    **{v: False for f in _FALSE for v in (f, f.upper(), f.capitalize())},
+}
 # Spreadsheet programs and 1C write the thousands space as a non-breaking or narrow space.
 _SPACES = ("\u00a0", "\u202f", "\u2009")
 
@@ -43,7 +48,7 @@ def make_converter(column_type: str, options: FileOptions) -> Converter | None:
 
 
 def _to_text(value: Any) -> Any:
-    if isinstance(value, str):
+    if value is None or type(value) is str:
         return value
     # XLSX keeps codes such as 00123 as the number 123.0; a text column wants "123".
     if isinstance(value, float) and value.is_integer():
@@ -76,17 +81,29 @@ def _number_converter(column_type: str, options: FileOptions) -> Converter:
             raise ValueError(f"is not {noun} ({describe})")
         return text
 
-    def parse(value: Any) -> Decimal:
-        if isinstance(value, bool):
+    # The common case (plain "1234.50" with decimal '.') skips the cleaning; Decimal() alone
+    # would also accept "1_000", so underscores take the strict path.
+    plain = decimal == "." and not thousands
+
+    def parse(value: Any) -> Decimal | None:
+        if value is None:
+            return None
+        if type(value) is str:
+            if plain and "_" not in value:
+                try:
+                    number = Decimal(value)
+                except ArithmeticError:
+                    number = Decimal(clean(value))
+            else:
+                number = Decimal(clean(value))
+        elif isinstance(value, bool):
             raise ValueError(f"is not {noun}")
-        if isinstance(value, Decimal):
+        elif isinstance(value, Decimal):
             number = value
         elif isinstance(value, int):
             number = Decimal(value)
         elif isinstance(value, float):
             number = Decimal(repr(value))
-        elif isinstance(value, str):
-            number = Decimal(clean(value))
         else:
             raise ValueError(f"is not {noun}")
         if not number.is_finite():
@@ -95,24 +112,40 @@ def _number_converter(column_type: str, options: FileOptions) -> Converter:
 
     if column_type in ("integer", "bigint"):
 
-        def to_int(value: Any) -> int:
-            if isinstance(value, int) and not isinstance(value, bool):
+        def to_int(value: Any) -> int | None:
+            if value is None:
+                return None
+            if type(value) is str and value.isascii() and "_" not in value:
+                try:
+                    return int(value)  # the common case: plain digits
+                except ValueError:
+                    pass
+            elif isinstance(value, int) and not isinstance(value, bool):
                 return value
             number = parse(value)
+            assert number is not None
             if number != number.to_integral_value():
                 raise ValueError(f"is not {noun} ({describe})")
             return int(number)
 
         return to_int
     if column_type == "double precision":
-        return lambda value: value if isinstance(value, float) else float(parse(value))
+
+        def to_float(value: Any) -> float | None:
+            if value is None or isinstance(value, float):
+                return value
+            return float(parse(value))  # type: ignore[arg-type]
+
+        return to_float
     return parse
 
 
 def _date_converter(options: FileOptions) -> Converter:
     pattern = options.date_format
 
-    def to_date(value: Any) -> date:
+    def to_date(value: Any) -> date | None:
+        if value is None:
+            return None
         if isinstance(value, datetime):
             return value.date()
         if isinstance(value, date):
@@ -133,7 +166,9 @@ def _date_converter(options: FileOptions) -> Converter:
 def _timestamp_converter(options: FileOptions) -> Converter:
     patterns = [p for p in (options.datetime_format, options.date_format) if p]
 
-    def to_timestamp(value: Any) -> datetime:
+    def to_timestamp(value: Any) -> datetime | None:
+        if value is None:
+            return None
         if isinstance(value, datetime):
             return value
         if isinstance(value, date):
@@ -155,7 +190,13 @@ def _timestamp_converter(options: FileOptions) -> Converter:
     return to_timestamp
 
 
-def _to_boolean(value: Any) -> bool:
+def _to_boolean(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if type(value) is str:
+        known = _BOOLEANS.get(value)
+        if known is not None:
+            return known
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float | Decimal) and value in (0, 1):
@@ -170,7 +211,7 @@ def _to_boolean(value: Any) -> bool:
 
 
 def _to_json(value: Any) -> Any:
-    if isinstance(value, str):
+    if type(value) is str:
         try:
             return json.loads(value)
         except ValueError:
