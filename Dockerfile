@@ -6,7 +6,8 @@ FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 
 # Optional-dependency groups from pyproject.toml to add, comma-separated (e.g. a Kubernetes extra).
 ARG SYNKRO_EXTRAS=""
@@ -42,9 +43,10 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY supabase/migrations /app/supabase/migrations
 COPY --chmod=0755 deploy/entrypoint.sh /app/deploy/entrypoint.sh
 
-# A fixed non-root user. The folders that named volumes are mounted on exist and belong to it, so a
-# fresh Docker volume is created with that owner.
-RUN useradd --uid 10001 --user-group --home-dir /home/synkro --create-home synkro \
+# A fixed non-root user, uid/gid 10001 (the host's inbox folder is owned by that id). The folders
+# that volumes are mounted on exist and belong to it, so a fresh Docker volume gets that owner.
+RUN groupadd --gid 10001 synkro \
+    && useradd --uid 10001 --gid synkro --home-dir /home/synkro --create-home synkro \
     && mkdir -p /opt/dagster/dagster_home/storage /srv/synkro/inbox /var/lib/synkro/temp \
     && chown -R synkro:synkro /opt/dagster/dagster_home /srv/synkro /var/lib/synkro
 COPY dagster.yaml workspace.yaml /opt/dagster/dagster_home/
