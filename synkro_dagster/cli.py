@@ -14,11 +14,16 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from synkro_dagster.contracts import REDACTED
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from synkro_dagster.integrations.registry import IntegrationRegistry
 
 # Errors whose message is written for the user; anything else keeps its traceback.
 _USER_ERROR_TYPES: tuple[str, ...] = (
@@ -105,7 +110,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
-def database_engine() -> Any:
+def database_engine() -> sa.Engine:
     """The data layer engine (SYNKRO_DATABASE_URL, else the embedded server), or a one-line
     error when the URL is unusable. For commands defined in other modules too."""
     import sqlalchemy as sa
@@ -124,7 +129,7 @@ def database_engine() -> Any:
         ) from None
 
 
-def _registry() -> Any:
+def _registry() -> IntegrationRegistry:
     from synkro_dagster.integrations.registry import IntegrationRegistry
 
     return IntegrationRegistry(database_engine())
