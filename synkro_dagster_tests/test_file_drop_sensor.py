@@ -156,3 +156,38 @@ def test_only_files_specs_get_a_sensor() -> None:
     with pytest.raises(ValueError, match="not a files spec"):
         build_file_drop_sensor(next(s for s in specs.values() if s.engine != "files"))
     assert build_file_drop_sensor(drops_spec()).name == "drops_file_drop"
+
+
+def test_a_failed_run_is_retried_under_a_new_key_a_few_times(
+    registry: IntegrationRegistry, tmp_path: Path
+) -> None:
+    from dagster._core.test_utils import create_run_for_test
+
+    drop(tmp_path / "acme-1c", "sales_1.csv", SALES)
+    sensor = build_file_drop_sensor(
+        load_specs()["onec"], registry_factory=lambda: registry, max_retries=2
+    )
+    with dg.instance_for_test() as instance:
+
+        def launched(key: str, status: dg.DagsterRunStatus) -> None:
+            tags = {"dagster/run_key": key, "dagster/sensor_name": sensor.name}
+            create_run_for_test(instance, job_name="sync_onec", status=status, tags=tags)
+
+        (first,) = _tick(sensor, instance, tmp_path).run_requests
+        launched(first.run_key, dg.DagsterRunStatus.FAILURE)
+        (second,) = _tick(sensor, instance, tmp_path).run_requests
+        assert second.run_key == f"{first.run_key}:retry1"
+        launched(second.run_key, dg.DagsterRunStatus.FAILURE)
+        (third,) = _tick(sensor, instance, tmp_path).run_requests
+        assert third.run_key == f"{first.run_key}:retry2"
+        launched(third.run_key, dg.DagsterRunStatus.FAILURE)
+        spent = _tick(sensor, instance, tmp_path)
+        assert not spent.run_requests
+        assert "2 failed runs, not retried again: acme-1c" in spent.skip_reason.skip_message
+
+        # A cancelled run was stopped on purpose: its key is not retried.
+        drop(tmp_path / "beta-1c", "sales_1.csv", SALES)
+        (beta,) = _tick(sensor, instance, tmp_path).run_requests
+        launched(beta.run_key, dg.DagsterRunStatus.CANCELED)
+        (again,) = _tick(sensor, instance, tmp_path).run_requests
+        assert again.run_key == beta.run_key

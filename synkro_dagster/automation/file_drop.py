@@ -14,6 +14,10 @@ Content hashes are streamed (1 MB chunks) and cached in-process by (path, size, 
 `<name>.sha256` manifest, when present, is used instead of reading the file (the run verifies it).
 The cursor is one short digest of the last tick's state, so a quiet inbox costs a directory
 listing per integration and returns a SkipReason.
+
+A run that *failed* leaves its files in the inbox under the same key, which Dagster would never
+launch again; so when the run of a key failed, the sensor requests `<key>:retry<n>`, up to
+`max_retries` times (a cancelled run is not retried: someone stopped it on purpose).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs.models import SourceSpec
 from synkro_dagster.tags import run_tags
 
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+DEFAULT_MAX_RETRIES = 3
+
 RegistryFactory = Callable[[], IntegrationRegistry]
 FILES_CONNECTOR = connector_resource_key("files")
 # Hashing stops for this tick once this many seconds went by; the rest is hashed next tick (the
@@ -62,6 +70,7 @@ class InboxScan:
     requests: list[dg.RunRequest] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)  # "<id>: N file(s) waiting"
     pending: int = 0  # ready files whose hash is left for the next tick
+    given_up: list[str] = field(default_factory=list)  # integrations whose retries are spent
     watched: int = 0
 
 
@@ -114,10 +123,26 @@ def scan_inboxes(
     return scan
 
 
+def retry_run_key(
+    instance: dg.DagsterInstance, sensor_name: str, run_key: str, max_retries: int
+) -> str | None:
+    """`run_key`, or `<run_key>:retry<n>` after n failed runs of it; None once retries are spent."""
+    key = run_key
+    for attempt in range(1, max_retries + 2):
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(tags={RUN_KEY_TAG: key, SENSOR_NAME_TAG: sensor_name}), limit=1
+        )
+        if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+            return key
+        key = f"{run_key}:retry{attempt}"
+    return None
+
+
 def build_file_drop_sensor(
     source: SourceSpec,
     registry_factory: RegistryFactory = IntegrationRegistry.from_env,
     hash_budget_seconds: float = DEFAULT_HASH_BUDGET_SECONDS,
+    max_retries: int = DEFAULT_MAX_RETRIES,
 ) -> dg.SensorDefinition:
     """`<spec>_file_drop`: runs `sync_<spec>` for each integration with new complete files.
 
@@ -128,9 +153,10 @@ def build_file_drop_sensor(
         raise ValueError(f"spec '{source.name}' is a {source.engine} spec, not a files spec")
     partitions_name = partitions_def_for(source.name).name
     job_name = job_name_for(source.name)
+    sensor_name = file_drop_sensor_name(source.name)
 
     @dg.sensor(
-        name=file_drop_sensor_name(source.name),
+        name=sensor_name,
         job_name=job_name,
         minimum_interval_seconds=settings.interval_seconds(),
         default_status=settings.default_status(),
@@ -144,10 +170,21 @@ def build_file_drop_sensor(
     ) -> dg.SensorResult:
         # The parameter name is the resource key (FILES_CONNECTOR): Dagster injects it by name.
         scan = scan_inboxes(source, registry_factory(), files_connector, hash_budget_seconds)
+        requests = []
+        for request in scan.requests:
+            key = retry_run_key(context.instance, sensor_name, str(request.run_key), max_retries)
+            if key is None:
+                scan.given_up.append(str(request.partition_key))
+            else:
+                requests.append(request.with_replaced_attrs(run_key=key))
+        scan.requests = requests
         state = json.dumps(sorted(r.run_key for r in scan.requests if r.run_key))
         cursor = hashlib.sha256(state.encode()).hexdigest()[:16]
         disabled = f"; disabled, skipped: {', '.join(scan.disabled)}" if scan.disabled else ""
         pending = f"; {scan.pending} file(s) still being hashed" if scan.pending else ""
+        if scan.given_up:
+            # Files whose runs failed max_retries times wait for a person (re-execute the run).
+            pending += f"; {max_retries} failed runs, not retried again: {', '.join(scan.given_up)}"
         if not scan.requests or cursor == context.cursor:
             what = "no new files" if not scan.requests else "no change since the last tick"
             return dg.SensorResult(
