@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -477,3 +478,55 @@ def test_no_secret_appears_in_exceptions_or_logs(
     for value in [*secrets.values(), *access_tokens, "not-the-password-123"]:
         assert value not in everything, "a secret leaked"
     assert "Basic " not in everything or "Basic ***" in everything
+
+
+def _with_stream_auth(stream: str, auth: dict[str, Any]) -> SourceSpec:
+    raw = yaml.safe_load(TESTAPI.read_text())
+    next(s for s in raw["streams"] if s["name"] == stream)["http"]["auth"] = auth
+    return SourceSpec.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("stream", "auth"),
+    [
+        (
+            "oauth2",
+            {
+                "kind": "oauth2_client_credentials",
+                "token_url": "{base_url}/crm/oauth/token",
+                "client_id_secret": "client_id",
+                "client_secret_secret": "client_secret",
+                "client_auth": "basic",
+                "scope": "items.read",
+            },
+        ),
+        ("basic", {"kind": "basic", "username_secret": "client_id", "password_secret": "password"}),
+    ],
+)
+def test_auth_variants(api: ApiServer, stream: str, auth: dict[str, Any]) -> None:
+    spec = _with_stream_auth(stream, auth)
+    secrets = {"client_id": api.credentials.basic_username} if auth["kind"] == "basic" else {}
+    integration = _integration(api, **secrets)
+    with HttpConnector(**FAST).session(spec, integration) as session:
+        records, _ = _read(session, spec, stream)
+    assert len(records) == ITEMS
+
+
+def test_admin_endpoints_switch_faults_and_change_data(api: ApiServer, testapi: SourceSpec) -> None:
+    with httpx.Client(base_url=api.url) as client:
+        assert (
+            client.post(
+                "/_admin/faults",
+                json={"kind": "status", "path": "/test/single", "count": 1, "status": 503},
+            ).status_code
+            == 201
+        )
+        changed = client.post("/_admin/records/test.items", json={"id": 3, "name": "x"}).json()
+        added = client.post("/_admin/records/test.items", json={"name": "y"}).json()
+    assert changed["name"] == "x" and changed["updated_at"] >= "2026-01-01"
+    records, _ = _read_once(api, testapi, "single", "2026-01-01T00:00:00+00:00")
+    assert sorted(r["id"] for r in records) == [3, added["id"]]
+    assert [r.status for r in api.requests_to("/test/single")] == [503, 200]
+    with httpx.Client(base_url=api.url) as client:
+        client.delete("/_admin/faults")
+    assert api.app.faults == []
