@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -146,9 +147,12 @@ def _string_type(values: Sequence[str]) -> str:
     return found or TEXT
 
 
+_TZINFO = attrgetter("tzinfo")
+
+
 def _datetime_type(values: Sequence[datetime]) -> str:
-    naive = {v.tzinfo is None for v in values}
-    return TIMESTAMPTZ if False in naive else TIMESTAMP
+    # One aware value makes the column timestamptz; naive ones are then read as UTC.
+    return TIMESTAMPTZ if any(map(_TZINFO, values)) else TIMESTAMP
 
 
 # Types psycopg stages as PostgreSQL reads them back (bool, dict, list and tuple through the
