@@ -191,3 +191,28 @@ def test_a_failed_run_is_retried_under_a_new_key_a_few_times(
         launched(beta.run_key, dg.DagsterRunStatus.CANCELED)
         (again,) = _tick(sensor, instance, tmp_path).run_requests
         assert again.run_key == beta.run_key
+
+
+def test_the_sensor_loads_in_a_code_location_beside_its_job(
+    registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    from synkro_dagster.assets.factory import build_spec_assets, build_spec_job
+    from synkro_dagster.datalayer.resource import DataLayer
+
+    source = load_specs()["onec"]
+    connector = FileDropConnector(inbox_root=str(tmp_path), stable_seconds=0)
+    defs = dg.Definitions(
+        assets=[build_spec_assets(source)],
+        jobs=[build_spec_job(source)],
+        sensors=build_file_drop_sensors({"onec": source}, registry_factory=lambda: registry),
+        resources={"datalayer": DataLayer(), "files_connector": connector},
+    )
+    repository = defs.get_repository_def()
+    sensor = repository.get_sensor_def("onec_file_drop")
+    assert sensor.job_name == "sync_onec" and repository.has_job("sync_onec")
+    drop(tmp_path / "acme-1c", "sales_1.csv", SALES)
+    context = dg.build_sensor_context(
+        instance=instance, definitions=defs, resources={"files_connector": connector}
+    )
+    result = sensor(context)
+    assert [r.partition_key for r in result.run_requests] == ["acme-1c"]
