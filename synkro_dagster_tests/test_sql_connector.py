@@ -435,3 +435,22 @@ def test_pg_types_without_a_binary_loader_still_arrive_as_text(pg_source_url: st
         (row,) = _rows(read)
     assert read.column_types["mood"] == "text"
     assert row == {"id": 1, "mood": "busy", "length": "1:30:00", "starts": "08:30:00"}
+
+
+def test_statement_timeout_stops_a_runaway_query(pg_source_url: str) -> None:
+    spec = _spec(
+        [
+            {
+                "name": "slow",
+                "primary_key": "id",
+                "write_mode": "replace",
+                "sql": {"query": "select 1 as id, pg_sleep(5) as waited"},
+            }
+        ]
+    )
+    connector = SqlConnector(statement_timeout_seconds=0.5)
+    with connector.session(spec, _integration(pg_source_url)) as session:
+        read = session.read(spec.streams[0], None)
+        with pytest.raises(SqlSourceError, match="statement timeout") as raised:
+            _rows(read)
+    assert "stream 'slow'" in str(raised.value)
