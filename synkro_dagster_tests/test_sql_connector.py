@@ -454,3 +454,37 @@ def test_statement_timeout_stops_a_runaway_query(pg_source_url: str) -> None:
         with pytest.raises(SqlSourceError, match="statement timeout") as raised:
             _rows(read)
     assert "stream 'slow'" in str(raised.value)
+
+
+def test_mariadb_rows_stream_unbuffered(mariadb_source_url: str) -> None:
+    # 60,000 rows of ~200 bytes: far more than socket buffers hold, so a buffered client would
+    # have finished the statement before handing over the first batch.
+    _exec(
+        mariadb_source_url,
+        "create table wide (id int primary key, payload varchar(200))",
+        "insert into wide select seq, repeat('x', 200) from seq_1_to_60000",
+    )
+    spec = _spec(
+        [{"name": "wide", "primary_key": "id", "write_mode": "replace", "sql": {"table": "wide"}}]
+    )
+    database = sa.make_url(mariadb_source_url).database
+    admin = sa.create_engine(MARIADB_ROOT_URL)
+    try:
+        with SqlConnector(batch_size=500).session(
+            spec, _integration(mariadb_source_url)
+        ) as session:
+            batches = next(session.read(spec.streams[0], None).parts).batches()
+            assert len(next(batches)) == 500
+            with admin.connect() as conn:
+                running = conn.execute(
+                    sa.text(
+                        "select info from information_schema.processlist"
+                        " where db = :db and command = 'Query' and info like '%wide%'"
+                    ),
+                    {"db": database},
+                ).all()
+            # The SELECT is still being sent while the first batch is in our hands (SSCursor).
+            assert running, "the statement had already finished: rows were buffered"
+            assert sum(len(b) for b in batches) == 60_000 - 500
+    finally:
+        admin.dispose()
