@@ -49,7 +49,7 @@ RUN groupadd --gid 10001 synkro \
     && useradd --uid 10001 --gid synkro --home-dir /home/synkro --create-home synkro \
     && mkdir -p /opt/dagster/dagster_home/storage /srv/synkro/inbox /var/lib/synkro/temp \
     && chown -R synkro:synkro /opt/dagster/dagster_home /srv/synkro /var/lib/synkro
-COPY dagster.yaml workspace.yaml /opt/dagster/dagster_home/
+COPY deploy/dagster.yaml deploy/workspace.yaml /opt/dagster/dagster_home/
 
 ENV DAGSTER_HOME=/opt/dagster/dagster_home \
     SYNKRO_MIGRATIONS_DIR=/app/supabase/migrations \

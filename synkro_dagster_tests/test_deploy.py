@@ -57,7 +57,7 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def instance_yaml() -> dict[str, Any]:
-    return _yaml("dagster.yaml")
+    return _yaml("deploy/dagster.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +309,7 @@ def test_queued_run_coordinator_config_passes_dagsters_validation(instance_yaml)
 
 
 def test_workspace_points_at_the_code_server(compose):
-    workspace = _yaml("workspace.yaml")
+    workspace = _yaml("deploy/workspace.yaml")
     assert workspace["load_from"] == [
         {"grpc_server": {"host": "user_code", "port": 4000, "location_name": "synkro"}}
     ]
@@ -788,7 +788,7 @@ def test_dockerfile_caches_dependencies_and_runs_unprivileged():
     assert "SYNKRO_MIGRATIONS_DIR=/app/supabase/migrations" in dockerfile
     assert "COPY supabase/migrations /app/supabase/migrations" in dockerfile
     assert "DAGSTER_HOME=/opt/dagster/dagster_home" in dockerfile
-    assert "COPY dagster.yaml workspace.yaml /opt/dagster/dagster_home/" in dockerfile
+    assert "COPY deploy/dagster.yaml deploy/workspace.yaml /opt/dagster/dagster_home/" in dockerfile
     # Every path the build copies exists in the repository.
     for match in re.finditer(r"^COPY (?:--\S+ )*(.+) \S+$", dockerfile, re.M):
         for source in match[1].split():
