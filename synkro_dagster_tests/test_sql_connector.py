@@ -488,3 +488,27 @@ def test_mariadb_rows_stream_unbuffered(mariadb_source_url: str) -> None:
             assert sum(len(b) for b in batches) == 60_000 - 500
     finally:
         admin.dispose()
+
+
+def test_mixed_case_schema_table_and_columns_are_quoted(pg_source_url: str) -> None:
+    _exec(
+        pg_source_url,
+        'create schema "Sales"',
+        'create table "Sales"."Order Lines" ("Id" int primary key, "Changed At" timestamp,'
+        ' "select" text)',
+        """insert into "Sales"."Order Lines" values (1, '2026-01-01 10:00', 'a'),"""
+        """ (2, '2026-01-02 10:00', 'b')""",
+    )
+    spec = _spec(
+        [
+            {
+                "name": "order_lines",
+                "primary_key": "Id",
+                "cursor": {"field": "Changed At"},
+                "sql": {"table": "Order Lines", "schema": "Sales"},
+            }
+        ]
+    )
+    with SqlConnector().session(spec, _integration(pg_source_url)) as session:
+        rows = _rows(session.read(spec.streams[0], "2026-01-02T10:00:00"))
+    assert rows == [{"Id": 2, "Changed At": dt.datetime(2026, 1, 2, 10), "select": "b"}]

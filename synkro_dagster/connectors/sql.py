@@ -579,7 +579,7 @@ class SqlSession:
             conn = self.engine.connect()
             fixes = plan.fixes
             for keys, rows in self._fetch(conn, plan, batch_size):
-                batch = [dict(zip(keys, row, strict=True)) for row in rows]
+                batch = [dict(zip(keys, row, strict=False)) for row in rows]
                 if fixes:
                     for record in batch:
                         for name, fix in fixes:
