@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from synkro_dagster.connectors.files_formats import RawBatch, describe, read_batches
+from synkro_dagster.connectors.files_formats import RawBatch, read_batches
 from synkro_dagster.connectors.files_inbox import (
     DroppedFile,
     HashCache,
@@ -27,7 +28,12 @@ from synkro_dagster.connectors.files_inbox import (
     ready_files,
     resolve_inbox_root,
 )
-from synkro_dagster.connectors.files_values import Converter, make_converter
+from synkro_dagster.connectors.files_values import (
+    ColumnConverter,
+    Converter,
+    make_column_converter,
+    make_converter,
+)
 from synkro_dagster.contracts import (
     Batch,
     Integration,
@@ -40,6 +46,8 @@ from synkro_dagster.specs.files import FileOptions
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 
 _hashes = HashCache()
+# dict.get(v, v) as a C-speed "empty string -> None" over a column.
+_EMPTY_IS_NULL = {"": None}
 
 
 class FileDropConnector(dg.ConfigurableResource):
@@ -149,10 +157,16 @@ class FilePart(Part):
             if not (kind == "text" and self.options.format == "csv")
             and (converter := make_converter(kind, self.options)) is not None
         }
+        column_converters = {
+            column: converter
+            for column, kind in self.stream.columns.items()
+            if column in converters
+            and (converter := make_column_converter(kind, self.options)) is not None
+        }
         size = self.session.connector.batch_rows
         for raw in read_batches(self.path, self.options, list(self.stream.primary_key), size):
             if raw.names is not None:
-                batch = self._table(raw, converters)
+                batch = self._table(raw, converters, column_converters)
             else:
                 batch = self._records(raw, converters)
             self.records += len(batch)
@@ -161,43 +175,46 @@ class FilePart(Part):
         self.stats.bytes += self.dropped.size
         self.stats.records += self.records
 
-    def _table(self, raw: RawBatch, converters: dict[str, Converter]) -> Batch:
+    def _table(
+        self,
+        raw: RawBatch,
+        converters: dict[str, Converter],
+        column_converters: dict[str, ColumnConverter],
+    ) -> Batch:
         """Convert positional rows a column at a time (the loops run in C), then make records."""
         names = raw.names or []
         columns: list[Any] = list(zip(*raw.rows, strict=True))
         for index, name in enumerate(names):
             column = columns[index]
             if "" in column:  # an empty field is null
-                column = [None if v == "" else v for v in column]
-            convert = converters.get(name)
+                column = list(map(_EMPTY_IS_NULL.get, column, column))
+            convert = column_converters.get(name)
             if convert is not None:
                 try:
-                    column = list(map(convert, column))
+                    column = convert(column)
                 except ValueError:
-                    self._raise_for_value(raw, name, column, convert)
+                    self._raise_for_value(raw, name, column, converters[name])
             columns[index] = column
         for key in self.stream.primary_key:
             column = columns[names.index(key)]
             if None in column:
-                where = raw.wheres[column.index(None)]
-                raise SourceDataError(
-                    f"{self.name} {describe(where)}: primary key '{key}' is empty"
-                )
-        return [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
+                where = raw.where(column.index(None))
+                raise SourceDataError(f"{self.name} {where}: primary key '{key}' is empty")
+        return list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
 
     def _raise_for_value(
         self, raw: RawBatch, name: str, column: list[Any], convert: Converter
     ) -> None:
-        for where, value in zip(raw.wheres, column, strict=True):
+        for index, value in enumerate(column):
             try:
                 convert(value)
             except ValueError as exc:
                 raise SourceDataError(
-                    f"{self.name} {describe(where)}, column '{name}': {_show(value)} {exc}"
+                    f"{self.name} {raw.where(index)}, column '{name}': {_show(value)} {exc}"
                 ) from None
 
     def _records(self, raw: RawBatch, converters: dict[str, Converter]) -> Batch:
-        for where, record in zip(raw.wheres, raw.rows, strict=True):
+        for index, record in enumerate(raw.rows):
             for column, convert in converters.items():
                 value = record.get(column)
                 if value is not None:
@@ -205,13 +222,13 @@ class FilePart(Part):
                         record[column] = convert(value)
                     except ValueError as exc:
                         raise SourceDataError(
-                            f"{self.name} {describe(where)}, column '{column}': "
+                            f"{self.name} {raw.where(index)}, column '{column}': "
                             f"{_show(value)} {exc}"
                         ) from None
             for key in self.stream.primary_key:
                 if record.get(key) is None:
                     raise SourceDataError(
-                        f"{self.name} {describe(where)}: primary key '{key}' is empty"
+                        f"{self.name} {raw.where(index)}: primary key '{key}' is empty"
                         + ("" if key in record else " (no such field in the record)")
                     )
         return raw.rows

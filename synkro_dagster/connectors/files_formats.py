@@ -16,9 +16,10 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,24 @@ Located = tuple[int | str, Any]
 
 @dataclass
 class RawBatch:
-    """Up to `size` rows: positional rows under `names` (tabular), or records (names is None)."""
+    """Up to `size` rows: positional rows under `names` (tabular), or records (names is None).
+
+    `wheres` places each row for error messages; CSV batches leave it None and place a row only
+    when an error needs it (`locate`, re-reading the file), as tracking line numbers costs more
+    than parsing the rows."""
 
     names: list[str] | None
-    wheres: list[int | str]
+    wheres: list[int | str] | None
     rows: list[Any]
+    first: int = 0  # index of rows[0] among the file's data rows
+    locate: Callable[[int], str] | None = None
+
+    def where(self, index: int) -> str:
+        """Where row `index` of this batch is in the file: "line 57", "record 3", ..."""
+        if self.wheres is not None:
+            return describe(self.wheres[index])
+        assert self.locate is not None
+        return self.locate(self.first + index)
 
 
 def describe(where: int | str) -> str:
@@ -52,7 +66,10 @@ def read_batches(
     path: Path, options: FileOptions, primary_key: list[str], size: int
 ) -> Iterator[RawBatch]:
     """The file's rows in file order, `size` at a time."""
-    readers = {"csv": _csv_rows, "xlsx": _xlsx_rows, "json": _json_records}
+    if options.format == "csv":
+        yield from _csv_batches(path, options, primary_key, size)
+        return
+    readers = {"xlsx": _xlsx_rows, "json": _json_records}
     rows = readers.get(options.format, _ndjson_records)(path, options, primary_key)
     # Every reader first yields its column names (None for record formats), then its rows.
     names = next(rows)
@@ -164,63 +181,120 @@ def _check_header(
     return renamed
 
 
-def _csv_rows(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
-    if options.encoding:
-        encoding, how = options.encoding, "set by the spec"
-    else:
-        encoding, how = detect_encoding(path)
-    handle = path.open("r", encoding=encoding, newline="", buffering=TEXT_BUFFER)
-    try:
-        yield from _csv_lines(path, handle, options, primary_key)
-    except UnicodeDecodeError:
-        raise _decode_error(path, encoding, how) from None
-    finally:
-        handle.close()
+@dataclass(frozen=True)
+class _CsvLayout:
+    """What the header told: how to read the rest of the file, and its line numbers."""
+
+    encoding: str
+    how: str
+    delimiter: str
+    quotechar: str
+    header_line: int
+    names: list[str]
+    width: int  # fields in the header line, including unnamed trailing ones
 
 
-def _csv_lines(
-    path: Path, handle: io.TextIOBase, options: FileOptions, primary_key: list[str]
-) -> Iterator[Any]:
+def _open_text(path: Path, encoding: str) -> io.TextIOWrapper:
+    return path.open("r", encoding=encoding, newline="", buffering=TEXT_BUFFER)  # type: ignore[return-value]
+
+
+def _csv_header(
+    path: Path, handle: io.TextIOBase, options: FileOptions, primary_key: list[str], enc: tuple
+) -> _CsvLayout:
     for _ in range(options.skip_rows):
         handle.readline()
-    offset = options.skip_rows
     first = handle.readline()
     if not first.strip():
         raise SourceDataError(f"{path.name}: the file is empty (no header row)")
     delimiter = options.delimiter or sniff_delimiter(first)
-    # The header line was read on its own (to sniff); the rest goes through the same reader.
+    # The header line is read on its own (to sniff); the rest goes through the csv reader.
     header = next(csv.reader([first], delimiter=delimiter, quotechar=options.quotechar))
-    header_line = offset + 1
-    # A trailing delimiter (common in 1C exports) gives unnamed last columns: ignore them.
+    header_line = options.skip_rows + 1
     width = len(header)
+    # A trailing delimiter (common in 1C exports) gives unnamed last columns: ignore them.
     while header and not header[-1].strip():
         header.pop()
     names = _check_header(path, f"line {header_line}", header, options, primary_key)
-    named = len(names)
-    yield names
-    reader = csv.reader(handle, delimiter=delimiter, quotechar=options.quotechar, strict=True)
-    line = header_line + 1
-    while True:
-        start = line
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise SourceDataError(
-                f"{path.name} line {header_line + reader.line_num}: malformed CSV ({exc})"
-            ) from None
-        line = header_line + 1 + reader.line_num
+    return _CsvLayout(enc[0], enc[1], delimiter, options.quotechar, header_line, names, width)
+
+
+def _is_blank(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def _csv_locator(path: Path, options: FileOptions, layout: _CsvLayout) -> Callable[[int], str]:
+    """index of a data row -> "line N": re-reads the file (only on the error path)."""
+
+    def locate(index: int) -> str:
+        with _open_text(path, layout.encoding) as handle:
+            for _ in range(layout.header_line):
+                handle.readline()
+            reader = csv.reader(handle, delimiter=layout.delimiter, quotechar=layout.quotechar)
+            count = -1
+            start = layout.header_line + 1
+            for row in reader:
+                if not _is_blank(row):
+                    count += 1
+                    if count == index:
+                        return f"line {start}"
+                start = layout.header_line + 1 + reader.line_num
+        return f"data row {index + 1}"
+
+    return locate
+
+
+def _csv_batches(
+    path: Path, options: FileOptions, primary_key: list[str], size: int
+) -> Iterator[RawBatch]:
+    enc = (options.encoding, "set by the spec") if options.encoding else detect_encoding(path)
+    handle = _open_text(path, enc[0])
+    try:
+        layout = _csv_header(path, handle, options, primary_key, enc)
+        locate = _csv_locator(path, options, layout)
+        names, named = layout.names, len(layout.names)
+        reader = csv.reader(
+            handle, delimiter=layout.delimiter, quotechar=layout.quotechar, strict=True
+        )
+        index = 0
+        while True:
+            try:
+                # The csv module parses a whole batch in C; nothing runs per row in Python.
+                rows = list(islice(reader, size))
+            except csv.Error as exc:
+                line = layout.header_line + reader.line_num
+                raise SourceDataError(f"{path.name} line {line}: malformed CSV ({exc})") from None
+            if not rows:
+                return
+            if set(map(len, rows)) != {named}:
+                rows = _fixed_rows(path, rows, layout, index, locate)
+                if not rows:
+                    continue
+            yield RawBatch(names, None, rows, index, locate)
+            index += len(rows)
+    except UnicodeDecodeError:
+        raise _decode_error(path, enc[0], enc[1]) from None
+    finally:
+        handle.close()
+
+
+def _fixed_rows(
+    path: Path, rows: list[list[str]], layout: _CsvLayout, index: int, locate: Callable
+) -> list[list[str]]:
+    """Rows without blank lines and unnamed trailing fields; a ragged row is an error."""
+    named = len(layout.names)
+    fixed = []
+    for row in rows:
         if len(row) != named:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank line
-            if not (named < len(row) <= width and not any(v.strip() for v in row[named:])):
+            if _is_blank(row):
+                continue
+            if not (named < len(row) <= layout.width and not any(v.strip() for v in row[named:])):
                 raise SourceDataError(
-                    f"{path.name} line {start}: {len(row)} fields, the header has {named} "
-                    f"(delimiter {delimiter!r})"
+                    f"{path.name} {locate(index + len(fixed))}: {len(row)} fields, the header "
+                    f"has {named} (delimiter {layout.delimiter!r})"
                 )
             row = row[:named]
-        yield start, row
+        fixed.append(row)
+    return fixed
 
 
 # -- XLSX ---------------------------------------------------------------------------------------

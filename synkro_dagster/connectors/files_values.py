@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -217,3 +217,89 @@ def _to_json(value: Any) -> Any:
         except ValueError:
             raise ValueError("is not JSON") from None
     return value
+
+
+# -- whole columns ------------------------------------------------------------------------------
+
+ColumnConverter = Callable[[Sequence[Any]], list[Any]]
+_SEPARATOR = "\x1f"  # joins a column into one string for C-speed checks and replacements
+
+
+def make_column_converter(column_type: str, options: FileOptions) -> ColumnConverter | None:
+    """Converts a whole column (a batch's values of one column) at once.
+
+    A fast path runs the conversion as C loops (`map(int, ...)`, `map(Decimal, ...)`,
+    `map(date.fromisoformat, ...)`) when the column's text has the plain shape; anything else
+    falls back to the per-value converter, which raises ValueError for the first bad value.
+    """
+    convert = make_converter(column_type, options)
+    if convert is None:
+        return None
+    fast = _fast_path(column_type, options)
+
+    def column_converter(column: Sequence[Any]) -> list[Any]:
+        if fast is not None and None not in column:
+            try:
+                joined = _SEPARATOR.join(column)
+            except TypeError:
+                joined = None  # not all text (XLSX, JSON): per value
+            if joined is not None:
+                try:
+                    converted = fast(column, joined)
+                except (ValueError, ArithmeticError, KeyError, IndexError):
+                    converted = None
+                if converted is not None:
+                    return converted
+        return list(map(convert, column))
+
+    return column_converter
+
+
+def _fast_path(
+    column_type: str, options: FileOptions
+) -> Callable[[Sequence[str], str], list[Any] | None] | None:
+    decimal, thousands = options.decimal, options.thousands
+    if column_type in ("integer", "bigint", "numeric", "double precision"):
+
+        def numbers(column: Sequence[str], joined: str) -> list[Any] | None:
+            # Underscores, NaN and Infinity are accepted by int()/Decimal() but not numbers here.
+            if "_" in joined or "n" in joined or "N" in joined:
+                return None
+            if thousands:
+                for space in (thousands, *(_SPACES if thousands == " " else ())):
+                    joined = joined.replace(space, "")
+            if decimal != ".":
+                if "." in joined:
+                    return None
+                joined = joined.replace(decimal, ".")
+            values = joined.split(_SEPARATOR)
+            if len(values) != len(column):
+                return None
+            if column_type in ("integer", "bigint"):
+                return list(map(int, values))
+            if column_type == "double precision":
+                return list(map(float, values))
+            return list(map(Decimal, values))
+
+        return numbers
+    if column_type == "date" and options.date_format in (None, "%Y-%m-%d"):
+        return lambda column, joined: list(map(date.fromisoformat, column))
+    if column_type == "date" and options.date_format in ("%d.%m.%Y", "%d/%m/%Y", "%d-%m-%Y"):
+        sep = options.date_format[2]
+
+        def dotted_dates(column: Sequence[str], joined: str) -> list[Any] | None:
+            # dd.mm.yyyy -> yyyy-mm-dd, then C-speed parsing; other shapes go per value.
+            iso = [
+                f"{v[6:]}-{v[3:5]}-{v[:2]}" if len(v) == 10 and v[2] == v[5] == sep else "x"
+                for v in column
+            ]
+            return list(map(date.fromisoformat, iso))
+
+        return dotted_dates
+    if column_type in ("timestamp", "timestamptz") and not options.datetime_format:
+        if options.date_format:
+            return None  # a date-only value must go through the date pattern
+        return lambda column, joined: list(map(datetime.fromisoformat, column))
+    if column_type == "boolean":
+        return lambda column, joined: list(map(_BOOLEANS.__getitem__, column))
+    return None
