@@ -172,7 +172,9 @@ def main() -> None:
         "",
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} on {platform.platform()}, "
         f"Python {platform.python_version()}, httpx {httpx.__version__}, "
-        f"{os.cpu_count()} CPU(s). Command: `python benchmarks/http_bench.py "
+        f"{os.cpu_count()} CPU(s), load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (other work shares the machine). "
+        "Command: `python benchmarks/http_bench.py "
         f"--pages {args.pages} --page-size {args.page_size} --rounds {args.rounds}`.",
         "",
         f"{args.pages} pages x {args.page_size} records = {total:,} records from the local API "
