@@ -98,14 +98,14 @@ def make_inbox(rows: int) -> tuple[Path, Path]:
     return root, path
 
 
-def bare_copy(url: str, path: Path) -> float:
+def bare_copy(url: str, path: Path, table: str) -> float:
     with psycopg.connect(libpq_url(url)) as conn:
-        conn.execute(COPY_DDL)
+        conn.execute(COPY_DDL.replace("bench_copy", table))
         conn.commit()
         started = time.perf_counter()
         with (
             conn.cursor() as cur,
-            cur.copy("copy bench_copy from stdin (format csv, header true)") as copy,
+            cur.copy(f"copy {table} from stdin (format csv, header true)") as copy,
             path.open("rb") as handle,
         ):
             while chunk := handle.read(1024 * 1024):
@@ -191,6 +191,7 @@ def main() -> None:
         "--server-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/files.md")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of COPY and sync; best is kept")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,8 +216,12 @@ def main() -> None:
         engine.dispose()
 
         print(f"{args.rows:,} rows, {size / 2**20:.0f} MiB CSV; bare COPY ...", flush=True)
-        copy_seconds = bare_copy(url, path)
-        print(f"  {copy_seconds:.2f}s", flush=True)
+        # Best of `--repeat` runs for both sides of the ratio: the machine is shared.
+        copy_runs = []
+        for attempt in range(args.repeat):
+            copy_runs.append(bare_copy(url, path, f"bench_copy_{attempt}"))
+        copy_seconds = min(copy_runs)
+        print(f"  {copy_runs}", flush=True)
 
         print("connector read alone ...", flush=True)
         read_seconds, records = read_only(root)
@@ -224,10 +229,16 @@ def main() -> None:
         print(f"  {read_seconds:.2f}s", flush=True)
 
         print("file engine + DataLayer.load ...", flush=True)
-        sync_seconds, stats = sync(url, root, "bench_orders")
-        assert stats["rows_inserted"] == args.rows, stats
-        assert (root / INTEGRATION.id / "processed" / path.name).exists()
-        print(f"  {sync_seconds:.2f}s {stats}", flush=True)
+        sync_runs = []
+        for attempt in range(args.repeat):
+            seconds, stats = sync(url, root, f"bench_orders_{attempt}")
+            assert stats["rows_inserted"] == args.rows, stats
+            processed = root / INTEGRATION.id / "processed" / path.name
+            assert processed.exists()
+            processed.rename(path)  # back into the inbox for the next attempt
+            sync_runs.append(seconds)
+            print(f"  {seconds:.2f}s {stats}", flush=True)
+        sync_seconds = min(sync_runs)
 
         rss_rows = (args.rows // 10, args.rows)
         print(f"peak RSS for {rss_rows[0]:,} and {rss_rows[1]:,} rows ...", flush=True)
@@ -242,6 +253,9 @@ def main() -> None:
     ratio = copy_seconds / sync_seconds
     ratio_rss = rss[1] / rss[0]
 
+    def fmt(runs: list[float]) -> str:
+        return ", ".join(f"{r:.1f}s" for r in runs)
+
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
@@ -250,7 +264,9 @@ def main() -> None:
 - Machine: {machine()}
 - PostgreSQL {pg_version} on 127.0.0.1 (same machine); Python {platform.python_version()},
   psycopg {psycopg.__version__} ({psycopg.pq.__impl__})
-- Command: `python benchmarks/files_bench.py --rows {args.rows}`
+- Command: `python benchmarks/files_bench.py --rows {args.rows} --repeat {args.repeat}`; COPY
+  and the whole sync each ran {args.repeat}× and the best time is shown (COPY {fmt(copy_runs)};
+  sync {fmt(sync_runs)})
 - Run at: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average (1 min) at start / end:
   {load_start:.1f} / {os.getloadavg()[0]:.1f} (other work shared the machine; the ratio comes from
   the same run, so it is fairer than the absolute rates)
