@@ -216,3 +216,18 @@ def test_the_inbox_root_comes_from_the_environment(tmp_path: Path, monkeypatch) 
     monkeypatch.setenv("SYNKRO_TEMP_DIR", str(tmp_path / "scratch"))
     assert FileDropConnector().inbox("acme") == tmp_path / "scratch" / "inbox" / "acme"
     assert FileDropConnector(inbox_root="/srv/inbox").inbox("acme") == Path("/srv/inbox/acme")
+
+
+def test_errors_name_the_physical_line_after_multi_line_fields_and_blank_lines(
+    tmp_path: Path,
+) -> None:
+    text = 'id,amount,note\n1,2,"two\nlines"\n\n2,3,"three\nmore\nlines"\n3,x,ok\n'
+    drop(tmp_path / "acme", "orders_1.csv", text)
+    _, out = read_stream(tmp_path, "orders")
+    assert (
+        "orders_1.csv line 8, column 'amount': 'x' is not a number"
+        in (out.rejected["orders_1.csv"])
+    )
+    drop(tmp_path / "acme", "orders_2.csv", 'id,amount\n1,"a\nb"\n\n2,3,4\n')
+    _, out = read_stream(tmp_path, "orders")
+    assert "orders_2.csv line 5: 3 fields, the header has 2" in out.rejected["orders_2.csv"]
