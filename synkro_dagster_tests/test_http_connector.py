@@ -374,9 +374,10 @@ def test_failure_beyond_the_retry_budget_names_everything_but_secrets(
 def test_retry_wait_is_bounded(api: ApiServer, testapi: SourceSpec) -> None:
     api.rate_limit("/test/single", retry_after=60, count=1)
     started = time.monotonic()
-    with pytest.raises(HttpSourceError, match="HTTP 429"):
+    with pytest.raises(HttpSourceError, match="HTTP 429") as caught:
         _read_once(api, testapi, "single", max_retry_wait=2.0)
     assert time.monotonic() - started < 5
+    assert "Retry-After" in str(caught.value) and "max_retry_wait=2s" in str(caught.value)
 
 
 # --- loops, rate, OAuth2 --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ integration's redaction, and query parameters that carry a key are dropped from 
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import random
@@ -494,11 +495,11 @@ class HttpSession:
                 username = self.secret(spec.username_secret)
             else:
                 username = self.render(spec.username or "", "http.auth.username")
-            header = httpx.BasicAuth(username, self.secret(spec.password_secret))
-            request = header.auth_flow(httpx.Request("GET", "http://x")).__next__()
-            auth = _StaticAuth({"Authorization": request.headers["Authorization"]}, {})
-            # The encoded header is as secret as the password itself.
-            self.add_runtime_secret(request.headers["Authorization"].split(" ", 1)[1])
+            pair = f"{username}:{self.secret(spec.password_secret)}".encode()
+            encoded = base64.b64encode(pair).decode("ascii")
+            auth = _StaticAuth({"Authorization": f"Basic {encoded}"}, {})
+            # The encoded pair is as secret as the password itself.
+            self.add_runtime_secret(encoded)
         elif isinstance(spec, OAuth2ClientCredentials):
             auth = _OAuth2Auth(self, spec)
         else:  # pragma: no cover - the spec models allow nothing else
@@ -571,8 +572,15 @@ class HttpSession:
                 f"{where} failed: HTTP {response.status_code} {reason}; "
                 f"body: {self._excerpt(response)!r}"
             )
-            if response.status_code in (429,) or response.status_code >= 500:
+            if response.status_code == 429 or response.status_code >= 500:
                 message += f"; {budget}"
+                if isinstance(failure, _Retryable) and failure.not_before is not None:
+                    asked = failure.not_before - time.time()
+                    if asked > 0:
+                        message += (
+                            f"; the server asked to wait {asked:.0f}s more (Retry-After), "
+                            f"beyond HttpConnector.max_retry_wait={self.connector.max_retry_wait:g}s"
+                        )
         else:
             detail = self.redact(f"{type(failure).__name__}: {failure}")
             message = f"{self.describe(stream, method, url)} failed: {detail}; {budget}"
