@@ -55,3 +55,23 @@ def test_broken_files_options_are_named(
         _load(tmp_path, BASE.replace(*change))
     assert message in str(caught.value)
     assert "shop_files.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("stream_files", "message"),
+    [
+        ('{pattern: "orders_*.csv", sheet: One}', "'sheet' is only for xlsx files"),
+        ('{pattern: "orders_*.xlsx", records_path: a.b}', "'records_path' is only for json"),
+        ('{pattern: "orders_*.csv", rename: {a: x, b: x}}', "two columns the name ['x']"),
+    ],
+)
+def test_stream_options_are_checked_without_source_defaults(
+    tmp_path: Path, stream_files: str, message: str
+) -> None:
+    text = BASE.replace('files: {decimal: ",", date_format: "%d.%m.%Y"}\n', "").replace(
+        '{pattern: "orders_*.csv"}', stream_files
+    )
+    with pytest.raises(SpecError) as caught:
+        _load(tmp_path, text)
+    assert message in str(caught.value)
+    assert "stream 'orders', field 'files'" in str(caught.value)

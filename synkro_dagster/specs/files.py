@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from synkro_dagster.specs.models import SourceSpec, StreamSpec
@@ -144,6 +144,22 @@ class FilesStreamOptions(_Options):
         default_factory=dict,
         description="header name in the file -> column name (e.g. 'Код': code)",
     )
+
+    @model_validator(mode="after")
+    def _options_fit_the_format(self) -> FilesStreamOptions:
+        # Checked here as well as in check_spec: SourceSpec calls check_spec only when the
+        # source has a top-level `files:` block. The format is known here unless it comes
+        # from the source defaults, which check_spec then checks.
+        fmt = self.format or format_for_pattern(self.pattern)
+        if self.sheet is not None and fmt not in (None, "xlsx"):
+            raise ValueError("'sheet' is only for xlsx files")
+        if self.records_path is not None and fmt not in (None, "json"):
+            raise ValueError("'records_path' is only for json files")
+        renamed = list(self.rename.values())
+        duplicated = sorted({n for n in renamed if renamed.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"'rename' gives two columns the name {duplicated}")
+        return self
 
     @field_validator("pattern")
     @classmethod
