@@ -394,6 +394,11 @@ class _Load:
     # --- target ----------------------------------------------------------------------------
 
     def merge(self) -> None:
+        """Evolve the target and move the staged rows into it, under the table's advisory lock.
+
+        `replace` deletes this integration's rows only when at least one part loaded: a load
+        whose every part was skipped or rejected never empties the table.
+        """
         cursor_before = self.stats.cursor_before
         self.stats.cursor_after = cursor_before
         if not self.columns:
