@@ -41,7 +41,7 @@ def test_stream_options_override_source_defaults(tmp_path: Path) -> None:
         (("orders_*.csv", "orders_*.dat"), "field 'files.format': cannot tell the format"),
         (('decimal: ","', 'decimal: ",,"'), "field 'files.decimal'"),
         (("{pattern:", "{encoding: klingon, pattern:"), "unknown encoding 'klingon'"),
-        (("{pattern:", "{sheet: One, pattern:"), "field 'files.sheet': only for xlsx"),
+        (("{pattern:", "{sheet: One, pattern:"), "'sheet' is only for xlsx files"),
         (("{pattern:", "{colour: red, pattern:"), "unknown key"),
         (('"%d.%m.%Y"', '"dd.mm.yyyy"'), "is not a strptime pattern"),
         (('{pattern: "orders_*.csv"}', '{pattern: "in/orders_*.csv"}'), "without folders"),
