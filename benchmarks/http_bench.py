@@ -203,7 +203,7 @@ def main() -> None:
         f"**{'met' if wall_ratio >= 0.8 else 'NOT met'}**.",
         "",
         "What HttpConnector does per page on top of the bare loop: rate budget check, auth "
-        "header, a tenacity retry wrapper, a content hash for repeated-page detection, the "
+        "header, a tenacity retry wrapper, a byte comparison with the previous page (repeated-page detection), the "
         "records selector, the total and stats, and one batch handed on.",
         "",
         "The server answers from pre-encoded pages after the warm-up pass, so most of each "
