@@ -129,13 +129,17 @@ def test_files_still_being_written_do_not_trigger(
     registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     drop(tmp_path / "acme-1c", "sales_1.csv.tmp", SALES)
-    drop(tmp_path / "acme-1c", "sales_1.csv.sha256", sha256(SALES))
     sensor = _sensor(registry)
     assert not _tick(sensor, instance, tmp_path).run_requests
-    # Just written (the change time is now), inside the stability window.
+    # Just written (the change time is now) and no manifest: inside the stability window.
     (tmp_path / "acme-1c" / "sales_1.csv.tmp").rename(tmp_path / "acme-1c" / "sales_1.csv")
     assert not _tick(sensor, instance, tmp_path, stable_seconds=30).run_requests
     assert len(_tick(sensor, instance, tmp_path, stable_seconds=0).run_requests) == 1
+    # With its manifest beside it, a file came through the upload protocol: no wait.
+    drop(tmp_path / "beta-1c", "sales_1.csv.sha256", sha256(SALES), age=0)
+    drop(tmp_path / "beta-1c", "sales_1.csv", SALES, age=0)
+    (request,) = _tick(sensor, instance, tmp_path, stable_seconds=30).run_requests
+    assert request.partition_key == "beta-1c"
 
 
 def test_a_manifest_spares_hashing_and_gives_the_same_key(

@@ -231,3 +231,13 @@ def test_errors_name_the_physical_line_after_multi_line_fields_and_blank_lines(
     drop(tmp_path / "acme", "orders_2.csv", 'id,amount\n1,"a\nb"\n\n2,3,4\n')
     _, out = read_stream(tmp_path, "orders")
     assert "orders_2.csv line 5: 3 fields, the header has 2" in out.rejected["orders_2.csv"]
+
+
+def test_a_file_with_its_manifest_needs_no_stability_wait(tmp_path: Path) -> None:
+    inbox = tmp_path / "acme"
+    content = b"id,amount\n1,2\n"
+    drop(inbox, "orders_1.csv.sha256", sha256(content), age=0)
+    drop(inbox, "orders_1.csv", content, age=0)
+    drop(inbox, "orders_2.csv", content + b"2,3\n", age=0)
+    listed = ready_files(inbox, stream_options(drops_spec()), stable_seconds=30)
+    assert [f.path.name for f in listed] == ["orders_1.csv"]

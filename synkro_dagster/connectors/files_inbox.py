@@ -2,8 +2,9 @@
 
 Layout: `<inbox root>/<integration id>/` holds dropped files; `processed/` and `quarantine/` below
 it hold loaded and rejected ones. A file is *ready* when it is not an upload in progress
-(`*.tmp`), not a manifest (`*.sha256`), has not changed for `stable_seconds`, and — if the
-stream requires one — has its `<name>.sha256` manifest beside it.
+(`*.tmp`), not a manifest (`*.sha256`), and either has its `<name>.sha256` manifest beside it
+(the upload protocol renames a file into place only when it is complete) or has not changed for
+`stable_seconds`; a stream with `require_manifest` waits for the manifest in any case.
 """
 
 from __future__ import annotations
@@ -104,11 +105,14 @@ def ready_files(
             continue
         stream, options = match
         st = entry.stat(follow_symlinks=False)
-        # ctime too: a copy tool can set an old mtime, but not the ctime its own writes cause.
-        changed = max(st.st_mtime, st.st_ctime)
-        if now - changed < stable_seconds:
+        has_manifest = manifest_path(Path(entry.path)).is_file()
+        if options.require_manifest and not has_manifest:
             continue
-        if options.require_manifest and not manifest_path(Path(entry.path)).is_file():
+        # A file with its manifest came through the .tmp -> rename protocol, complete (and the
+        # run checks its hash); any other file must have stopped changing first. ctime counts
+        # too: a copy tool can set an old mtime, but not the ctime its own writes cause.
+        changed = max(st.st_mtime, st.st_ctime)
+        if not has_manifest and now - changed < stable_seconds:
             continue
         found.append(DroppedFile(Path(entry.path), stream.name, st.st_size, st.st_mtime_ns))
     found.sort(key=lambda f: (f.mtime_ns, f.path.name))
