@@ -213,6 +213,8 @@ def test_schedule_runs_only_due_enabled_integrations(engine, registry):
     assert request.tags[INTEGRATION_TAG] == "every-minute"
     assert request.tags[SPEC_TAG] == "toy"
     assert request.tags[TENANT_TAG] == "acme"
+    assert request.tags["dagster/partition"] == "every-minute"
+    assert request.tags["dagster/partition_set"] == "sync_toy_partition_set"
     assert request.job_name in (None, "sync_toy")
     # The partition did not exist yet: the same tick adds it, so the run request is valid.
     [add] = data.dynamic_partitions_requests

@@ -12,7 +12,7 @@ missed fire time.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -120,11 +120,26 @@ def build_scheduling_sensor(
         # the same result rather than wait for the registry sensor's next tick.
         known = set(context.instance.get_dynamic_partitions(partitions_name))
         missing = sorted({d.entry.id for d in due} - known)
+        # Each partition is known to exist now (read above, or added below). Giving a request
+        # the job's partition tags up front spares Dagster re-checking every key against the
+        # instance one query at a time, which dominated ticks with hundreds of due integrations.
+        job = (
+            context.repository_def.get_job(job_name_for(spec_name))
+            if context.repository_def is not None
+            else None
+        )
+
+        def partition_tags(key: str) -> Mapping[str, str]:
+            return job.get_tags_for_partition_key(key, None) if job is not None else {}
+
         requests = [
             dg.RunRequest(
                 run_key=d.run_key,
                 partition_key=d.entry.id,
-                tags=run_tags(d.entry.id, spec_name, d.entry.tenant),
+                tags={
+                    **run_tags(d.entry.id, spec_name, d.entry.tenant),
+                    **partition_tags(d.entry.id),
+                },
             )
             for d in due
         ]
