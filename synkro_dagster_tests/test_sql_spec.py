@@ -280,3 +280,24 @@ def test_demo_erp_on_sqlite_syncs_incrementally(tmp_path: Path) -> None:
             for r in b
         ]
         assert balances
+
+
+def test_sql_server_driver_connects_and_reports_an_absent_server_clearly() -> None:
+    # No SQL Server runs here: this proves pymssql loads and speaks TDS, and the error is clear.
+    pytest.importorskip("pymssql")
+    spec = load_specs()["erp"]
+    integration = Integration(
+        id="i1",
+        tenant="t",
+        spec="erp",
+        config={"url": "mssql://reader@127.0.0.1:1/erp"},
+        secrets={"password": "Secr3t-for-mssql"},
+    )
+    with (
+        SqlConnector(connect_timeout_seconds=2).session(spec, integration) as session,
+        pytest.raises(SqlSourceError) as raised,
+    ):
+        session.read(spec.stream("customers"), None)
+    message = str(raised.value)
+    assert "mssql+pymssql://reader:***@127.0.0.1:1/erp" in message
+    assert "Unable to connect" in message and "Secr3t-for-mssql" not in message
