@@ -370,3 +370,35 @@ def test_freshness_sensor_reports_per_stream_and_only_on_change(engine, registry
         # Nothing changed: the next tick reports nothing.
         again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
         assert not again.asset_events
+
+
+def test_freshness_sensor_reports_again_after_a_run_touched_the_check(engine, registry):
+    add_integration(engine, "late", schedule="0 * * * *")
+    partitions = partitions_def_for("toy")
+
+    # A sync run plans the stream's freshness check and reports it for its own integration only.
+    @dg.multi_asset(
+        specs=[dg.AssetSpec(["toy", "orders"], partitions_def=partitions)],
+        check_specs=[dg.AssetCheckSpec(FRESHNESS_CHECK, asset=["toy", "orders"])],
+        partitions_def=partitions,
+    )
+    def toy_orders():
+        yield dg.MaterializeResult(asset_key=["toy", "orders"])
+        yield dg.AssetCheckResult(
+            asset_key=["toy", "orders"], check_name=FRESHNESS_CHECK, passed=True
+        )
+
+    sensor = build_freshness_sensor(
+        {"toy": toy_spec("toy", ("orders",))}, lambda: registry, now=lambda: NOW
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("toy__integrations", ["late"])
+        first = sensor(dg.build_sensor_context(instance=instance))
+        for event in first.asset_events:
+            instance.report_runless_asset_event(event)
+        quiet = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        assert not quiet.asset_events
+        assert dg.materialize([toy_orders], partition_key="late", instance=instance).success
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=quiet.cursor))
+    [evaluation] = again.asset_events
+    assert not evaluation.passed

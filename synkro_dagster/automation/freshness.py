@@ -4,8 +4,9 @@ A sync due at cron fire time T must have landed by T + grace. `freshness_status`
 rule (the asset factory's checks may call it too); `freshness_sensor` applies it every tick to
 every stream of every scheduled, enabled integration and reports one `fresh_against_schedule`
 check result per stream asset (passed when none of its integrations is overdue; the metadata
-names the overdue ones). It reports only when a stream's result changes, or hourly, so the event
-log does not grow by one event per asset per tick.
+names the overdue ones). It reports when a stream's result changes, when a run has executed (or
+skipped) the check since, and hourly, so the event log does not grow by one event per asset per
+tick.
 """
 
 from __future__ import annotations
@@ -159,6 +160,25 @@ def _fingerprint(evaluation: dg.AssetCheckEvaluation) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _superseded_by_runs(
+    instance: dg.DagsterInstance, evaluations: list[dg.AssetCheckEvaluation]
+) -> set[dg.AssetCheckKey]:
+    """Checks whose latest execution belongs to a run, not to this sensor (one query).
+
+    A sync run plans every check of the streams it materializes; the one it reports (or skips)
+    for its single integration would otherwise stay the check's visible state until this
+    sensor's result changes.
+    """
+    keys = [e.asset_check_key for e in evaluations]
+    if not keys:
+        return set()
+    try:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    except Exception:  # noqa: BLE001 - storage without asset checks: fall back to the cursor
+        return set()
+    return {key for key, record in latest.items() if record.run_id}
+
+
 def build_freshness_sensor(
     specs: Mapping[str, SourceSpec],
     registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
@@ -187,6 +207,7 @@ def build_freshness_sensor(
             timedelta(minutes=settings.freshness_grace_minutes()),
         )
         previous: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+        superseded = _superseded_by_runs(context.instance, evaluations)
         reported: dict[str, Any] = {}
         events = []
         for evaluation in evaluations:
@@ -198,6 +219,7 @@ def build_freshness_sensor(
                 last.get("fingerprint") != fingerprint
                 or last_at is None
                 or evaluated_at - last_at >= REPORT_EVERY
+                or evaluation.asset_check_key in superseded
             ):
                 events.append(evaluation)
                 last = {"fingerprint": fingerprint, "at": evaluated_at.isoformat()}
