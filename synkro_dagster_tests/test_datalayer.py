@@ -161,6 +161,18 @@ def test_merge_upserts_by_integration_and_key(layer: DataLayer, engine: sa.Engin
     assert sync_state(engine) == (None, 2, "run-2", "A")
 
 
+def test_unchanged_record_is_not_rewritten(layer: DataLayer, engine: sa.Engine):
+    layer.load(target(), stream([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]), context())
+    stats = layer.load(
+        target(), stream([{"id": 1, "v": "a"}, {"id": 2, "v": "B"}]), context(run="run-2")
+    )
+    assert (stats.rows_inserted, stats.rows_updated) == (0, 1)
+    assert rows(engine, f"select id, _synkro_run_id from {TABLE} order by id") == [
+        (1, "run-1"),
+        (2, "run-2"),
+    ]
+
+
 def test_every_table_carries_tenant_integration_and_sync_columns(
     layer: DataLayer, engine: sa.Engine
 ):

@@ -569,20 +569,26 @@ class _Load:
         if self.stats.table_created or not self.integration_has_rows():
             self.insert_fresh(names, plain, values)
             return
+        compared = [
+            "tenant_id",
+            *(c.name for c in self.columns.values() if c.key not in self.pk_keys),
+        ]
         updates = [
             sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name))
-            for name in [
-                "tenant_id",
-                *(c.name for c in self.columns.values() if c.key not in self.pk_keys),
-                "_synkro_run_id",
-            ]
+            for name in [*compared, "_synkro_run_id"]
         ]
         updates.append(sql.SQL("_synkro_synced_at = now()"))
+        # A record that comes again unchanged (the boundary record of a `>=` cursor read) is
+        # left alone: no new row version, not counted as updated.
+        changed = sql.SQL("row({}) is distinct from row({})").format(
+            sql.SQL(", ").join(sql.Identifier("t", name) for name in compared),
+            sql.SQL(", ").join(sql.Identifier("excluded", name) for name in compared),
+        )
 
         def statement(source: sql.Composable) -> sql.Composable:
             return sql.SQL(
                 "with m as (insert into {target} as t ({names}) {source}"
-                " on conflict ({conflict}) do update set {updates}"
+                " on conflict ({conflict}) do update set {updates} where {changed}"
                 " returning (t.xmax = 0) as inserted)"
                 " select count(*) filter (where inserted), count(*) filter (where not inserted)"
                 " from m"
@@ -592,6 +598,7 @@ class _Load:
                 source=source,
                 conflict=self.identifiers(["integration_id", *self.pk_names]),
                 updates=sql.SQL(", ").join(updates),
+                changed=changed,
             )
 
         savepoint = self.conn.begin_nested()
