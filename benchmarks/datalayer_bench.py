@@ -297,7 +297,12 @@ def main() -> None:
         empty, empty_stats = through_data_layer(url, iter(data), "empty")
         show(empty, empty_stats)
 
-        print("DataLayer.load merge again (every row conflicts) ...", flush=True)
+        # Every record changes (untimed), so the second merge really updates every row; identical
+        # records would be left alone by the merge.
+        for records in data:
+            for record in records:
+                record["code"] = "Z"
+        print("DataLayer.load merge again (every row conflicts and changed) ...", flush=True)
         full, full_stats = through_data_layer(url, iter(data), "full")
         show(full, full_stats)
 
@@ -313,7 +318,7 @@ def main() -> None:
     methods = [
         ("bare psycopg COPY (`write_row`, unindexed typed table)", args.rows, copy),
         ("`DataLayer.load`, merge into an empty table", args.rows, empty),
-        ("`DataLayer.load`, merge again (every row conflicts → update)", args.rows, full),
+        ("`DataLayer.load`, merge again (every row conflicts, changed → update)", args.rows, full),
         (
             "pandas `DataFrame.to_sql` (default method, SQLAlchemy engine)",
             args.to_sql_rows,
