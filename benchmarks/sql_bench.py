@@ -90,13 +90,15 @@ def prepare_source(server: str, sizes: list[int]) -> None:
         name = source_table(rows)
         with engine.begin() as conn:
             count = conn.execute(sa.text("select to_regclass(:n)"), {"n": name}).scalar()
-            if count is not None:
-                have = conn.exec_driver_sql(f"select count(*) from {name}").scalar()
-                if have == rows:
-                    continue
-                conn.exec_driver_sql(f"drop table {name}")
-            conn.exec_driver_sql(SOURCE_DDL.format(name=name))
-            conn.exec_driver_sql(SOURCE_FILL.format(name=name, rows=rows))
+            have = conn.exec_driver_sql(f"select count(*) from {name}").scalar() if count else None
+            if have != rows:
+                conn.exec_driver_sql(f"drop table if exists {name}")
+                conn.exec_driver_sql(SOURCE_DDL.format(name=name))
+                conn.exec_driver_sql(SOURCE_FILL.format(name=name, rows=rows))
+            # A change-tracking column is indexed in any source that is read incrementally.
+            conn.exec_driver_sql(
+                f"create index if not exists {name}_updated_at on {name} (updated_at)"
+            )
             conn.exec_driver_sql(f"analyze {name}")
     engine.dispose()
 
@@ -291,7 +293,7 @@ def main() -> None:
         + "`",
         "",
         "Source: a PostgreSQL table of 9 columns (bigint, integer, text, integer, numeric(12,2), "
-        "text, text with NULLs, timestamp, timestamptz) in database "
+        "text, text with NULLs, timestamp, timestamptz; updated_at indexed) in database "
         f"`{SOURCE_DB}`; destination: a fresh migrated data layer database on the same server.",
         "",
         "| path | rows | seconds | rows/s |",
@@ -341,7 +343,10 @@ def main() -> None:
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines), encoding="utf-8")
+    # Hand-written analysis below "## Notes" survives a rerun.
+    notes = out.read_text(encoding="utf-8").partition("\n## Notes")[2] if out.exists() else ""
+    text = "\n".join(lines) + (f"\n## Notes{notes}" if notes else "")
+    out.write_text(text, encoding="utf-8")
     print("\n".join(lines))
 
 
