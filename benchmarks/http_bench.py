@@ -12,8 +12,7 @@ over one pooled keep-alive connection and parse every page's JSON:
 Rounds alternate bare / synkro so drift on the machine hits both alike; medians are the headline,
 best rounds and client CPU time are shown too, and every round is listed.
 
-The end-to-end HTTP -> PostgreSQL part (dg.materialize, peak RSS) is added by `materialize_bench`
-below once the asset factory and data layer are in; it is not part of this file's run yet.
+The end-to-end HTTP -> PostgreSQL part (dg.materialize, peak RSS) is benchmarks/materialize_bench.py.
 """
 
 from __future__ import annotations
@@ -123,12 +122,6 @@ def run_synkro(url: str, page_size: int, token: str) -> tuple[int, float, float,
     return count, time.perf_counter() - started, time.process_time() - cpu, read.stats.pages
 
 
-def materialize_bench() -> None:
-    """End to end HTTP -> PostgreSQL through dg.materialize with peak RSS: added with the asset
-    factory (it needs the data layer and a registry row); kept here so both parts share a file."""
-    raise NotImplementedError
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=200)
@@ -212,7 +205,7 @@ def main() -> None:
         "medians are the headline, with client CPU time as a second, less noisy view.",
         "",
         "End-to-end HTTP -> PostgreSQL through `dg.materialize` (records/s, peak RSS): "
-        "added with the asset factory (`materialize_bench`).",
+        "see materialize.md (`benchmarks/materialize_bench.py`).",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
