@@ -8,6 +8,7 @@ runs, and prints what landed. Running it again is incremental: only what changed
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -73,10 +74,15 @@ def _register(registry: Any, integration: DemoIntegration) -> str:
 
 
 def _drop_sample_files(inbox: Path) -> int:
+    """Deliver the sample exports the way scripts/Send-SynkroExport.ps1 does: the SHA-256
+    manifest first, then the data file as <name>.tmp renamed into place."""
     inbox.mkdir(parents=True, exist_ok=True)
     copied = 0
     for sample in sorted((SAMPLES / "onec").glob("*.csv")):
-        # Written as .tmp then renamed, like the PowerShell upload script does.
+        digest = hashlib.sha256(sample.read_bytes()).hexdigest()
+        manifest = inbox / f"{sample.name}.sha256"
+        manifest.with_name(manifest.name + ".tmp").write_text(f"{digest}  {sample.name}\n")
+        manifest.with_name(manifest.name + ".tmp").rename(manifest)
         partial = inbox / f"{sample.name}.tmp"
         shutil.copyfile(sample, partial)
         partial.rename(inbox / sample.name)

@@ -142,6 +142,8 @@ class SourceSpec(StrictModel):
                     raise ValueError(f"'{engine}' options given but the engine is '{self.engine}'")
         # Each engine checks what only it understands (placeholders, pagination fields, ...).
         options = getattr(self, self.engine)
+        if options is None and self.engine == "files":
+            options = FilesSourceOptions()  # every files default is optional; streams still check
         check = getattr(options, "check_spec", None)
         if check is not None:
             check(self)
