@@ -599,7 +599,8 @@ def test_ui_asset_catalog_lists_the_synkro_assets(stack: Stack):
     if os.environ.get("SYNKRO_UPDATE_SCREENSHOTS") == "1":
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         pages = {
-            "asset-graph.png": f"{stack.ui_url}/asset-groups",
+            "asset-graph.png": f"{stack.ui_url}/locations/{LOCATION}/asset-groups/shop",
+            "asset-lineage.png": f"{stack.ui_url}/asset-groups",
             "asset-catalog.png": f"{stack.ui_url}/assets",
         }
         run_id = stack.shared.get("run_id")
