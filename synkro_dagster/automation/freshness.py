@@ -11,6 +11,7 @@ tick.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +50,14 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds")
 
 
+@functools.lru_cache(maxsize=1024)
+def _latest_fire_at_or_before(schedule: str, cutoff: datetime) -> datetime:
+    # A sensor tick asks this for thousands of integrations sharing a few crons and one cutoff.
+    # Fire times are whole seconds; add one so a fire time exactly at the cutoff counts.
+    start = cutoff.replace(microsecond=0) + timedelta(seconds=1)
+    return croniter(schedule, start).get_prev(datetime)
+
+
 def freshness_status(
     schedule: str | None,
     last_synced_at: datetime | None,
@@ -63,11 +72,8 @@ def freshness_status(
     """
     if not schedule:
         return True, {"schedule": "none", "reason": "no schedule: synced on demand only"}
-    # Fire times are whole seconds; add one so a fire time exactly at the cutoff counts.
     cutoff = now.astimezone(UTC) - grace
-    due_at = croniter(schedule, cutoff.replace(microsecond=0) + timedelta(seconds=1)).get_prev(
-        datetime
-    )
+    due_at = _latest_fire_at_or_before(schedule, cutoff)
     metadata: dict[str, Any] = {
         "schedule": schedule,
         "due_at": _iso(due_at),
