@@ -537,6 +537,7 @@ def test_schedules_alerts_and_backfills_through_the_daemon(stack: Stack):
         "shop_integration_schedules",
         "crm_integration_schedules",
         "run_failure_alert",
+        "freshness_against_schedules",
     ):
         failures = [t for t in _sensor_ticks(stack, sensor) if t["status"] == "FAILURE"]
         assert not failures, (sensor, failures)
