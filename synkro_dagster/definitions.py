@@ -42,10 +42,12 @@ def _resources() -> dict[str, object]:
 
 def build_definitions(specs: dict[str, SourceSpec]) -> dg.Definitions:
     from synkro_dagster.automation import build_automation
+    from synkro_dagster.automation.freshness import build_freshness_checks
 
     schedules, sensors = build_automation(specs)
     return dg.Definitions(
         assets=[build_spec_assets(spec) for spec in specs.values()],
+        asset_checks=[build_freshness_checks(spec) for spec in specs.values()],
         jobs=[build_spec_job(spec) for spec in specs.values()],
         schedules=schedules,
         sensors=sensors,

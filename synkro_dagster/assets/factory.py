@@ -190,7 +190,19 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
 def build_spec_job(source: SourceSpec) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=job_name_for(source.name),
-        selection=dg.AssetSelection.groups(source.name),
+        # The streams and the checks their sync evaluates; the freshness checks (reported by a
+        # sensor, unpartitioned) are not part of a sync run.
+        selection=dg.AssetSelection.groups(source.name).without_checks()
+        | dg.AssetSelection.checks_for_assets(
+            *(asset_key_for(source, stream) for stream in source.streams)
+        )
+        - dg.AssetSelection.checks(
+            *(
+                dg.AssetCheckKey(asset_key_for(source, stream), "fresh_against_schedule")
+                for stream in source.streams
+            )
+        ),
+        executor_def=dg.in_process_executor,
         partitions_def=partitions_def_for(source.name),
         tags={"synkro/spec": source.name},
         description=f"Sync the streams of spec '{source.name}' for one integration (partition).",

@@ -240,3 +240,53 @@ def build_freshness_sensor(
         return dg.SensorResult(asset_events=events, cursor=cursor)
 
     return freshness_against_schedules
+
+
+def build_freshness_checks(
+    source: SourceSpec,
+    registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dg.AssetChecksDefinition:
+    """The declared `fresh_against_schedule` check of each stream of `source`.
+
+    Declared so the UI lists it beside the asset's other checks and a user can run it on demand;
+    the freshness sensor reports the same check keys on its own between syncs.
+    """
+    keys = [dg.AssetKey([source.name, stream.name]) for stream in source.streams]
+
+    @dg.multi_asset_check(
+        specs=[freshness_check_spec(key) for key in keys],
+        name=f"{source.name}_freshness",
+        can_subset=True,
+    )
+    def _freshness(context):  # an AssetCheckExecutionContext (annotations are strings here)
+        registry = registry_factory()
+        evaluations = freshness_evaluations(
+            {source.name: source},
+            registry.entries(spec=source.name),
+            last_synced_times(registry.engine),
+            now(),
+            timedelta(minutes=settings.freshness_grace_minutes()),
+        )
+        by_key = {e.asset_check_key: e for e in evaluations}
+        for check_key in sorted(context.selected_asset_check_keys, key=str):
+            evaluation = by_key.get(check_key)
+            if evaluation is None:
+                yield dg.AssetCheckResult(
+                    asset_key=check_key.asset_key,
+                    check_name=check_key.name,
+                    passed=True,
+                    metadata={"integrations_checked": 0},
+                    description="no enabled integration of this spec has a schedule",
+                )
+                continue
+            yield dg.AssetCheckResult(
+                asset_key=evaluation.asset_key,
+                check_name=evaluation.check_name,
+                passed=evaluation.passed,
+                severity=evaluation.severity,
+                metadata=evaluation.metadata,
+                description=evaluation.description,
+            )
+
+    return _freshness
