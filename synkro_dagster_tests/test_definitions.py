@@ -116,3 +116,13 @@ def test_a_broken_spec_fails_the_load_naming_file_stream_and_field(tmp_path: Pat
     assert "stream 'orders'" in message
     assert "write_mode" in message
     assert "merge" in message  # what is allowed
+
+
+def test_every_run_of_a_partition_carries_the_integration_and_spec_tags() -> None:
+    """UI launches and backfills get the tags the run queue limits on, not only sensor runs."""
+    from synkro_dagster.definitions import defs
+
+    job = defs.resolve_job_def("sync_crm")
+    tags = job.get_tags_for_partition_key("acme-crm", None)
+    assert tags["synkro/integration"] == "acme-crm"
+    assert tags["synkro/spec"] == "crm"

@@ -14,7 +14,7 @@ from synkro_dagster.assets.checks import (
 )
 from synkro_dagster.contracts import Integration, StreamRead
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
-from synkro_dagster.tags import is_full_refresh
+from synkro_dagster.tags import is_full_refresh, run_tags
 
 DATALAYER_RESOURCE = "datalayer"
 
@@ -203,6 +203,13 @@ def build_spec_job(source: SourceSpec) -> dg.UnresolvedAssetJobDefinition:
             )
         ),
         executor_def=dg.in_process_executor,
+        # Every run of a partition carries the integration and spec tags, however it was launched
+        # (sensor, UI launchpad, backfill), so the run queue's per-integration limit always applies.
+        config=dg.PartitionedConfig(
+            partitions_def=partitions_def_for(source.name),
+            run_config_for_partition_key_fn=lambda _key: {},
+            tags_for_partition_key_fn=lambda key: run_tags(key, source.name),
+        ),
         partitions_def=partitions_def_for(source.name),
         tags={"synkro/spec": source.name},
         description=f"Sync the streams of spec '{source.name}' for one integration (partition).",
