@@ -123,3 +123,16 @@ def dagster_home(tmp_path: Path, monkeypatch) -> Path:
 def _secret_key(monkeypatch) -> None:
     """A fixed Fernet key so tests never depend on the developer's environment."""
     monkeypatch.setenv("INTEGRATION_SECRET_KEY", "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs=")
+
+
+@pytest.fixture
+def tiny_specs_dir(tmp_path: Path, monkeypatch) -> Path:
+    """SYNKRO_SPECS_DIR holding one minimal spec, `shop` (secret `token`, config `base_url`)."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "shop.yaml").write_text(
+        "name: shop\nengine: http\nsecrets: [token]\nconfig: {base_url: {}}\n"
+        "streams: [{name: orders, primary_key: id}]\n"
+    )
+    monkeypatch.setenv("SYNKRO_SPECS_DIR", str(folder))
+    return folder

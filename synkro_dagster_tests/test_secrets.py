@@ -24,15 +24,8 @@ PLAINTEXT = "sk_live_Pl41nT3xt-never-at-rest"
 
 
 @pytest.fixture(autouse=True)
-def specs_dir(tmp_path: Path, monkeypatch) -> Path:
-    folder = tmp_path / "specs"
-    folder.mkdir()
-    (folder / "shop.yaml").write_text(
-        "name: shop\nengine: http\nsecrets: [token]\nconfig: {base_url: {}}\n"
-        "streams: [{name: orders, primary_key: id}]\n"
-    )
-    monkeypatch.setenv("SYNKRO_SPECS_DIR", str(folder))
-    return folder
+def specs_dir(tiny_specs_dir: Path) -> Path:
+    return tiny_specs_dir
 
 
 def new_key() -> str:
