@@ -740,6 +740,94 @@ def test_concurrent_loads_into_one_table_do_not_deadlock(layer: DataLayer, engin
     assert len(column_types(engine)) == 5 + 16
 
 
+def _shop_like(first_id: int, count: int) -> list[dict]:
+    """Records shaped like the shop's products and orders: lists, lists of dicts, nested dicts,
+    decimals as strings, ISO timestamps."""
+    return [
+        {
+            "id": i,
+            "sku": f"SKU-{i:04d}",
+            "price": f"{i}.95",
+            "tags": ["new", "sale", "eco"][: i % 3],
+            "line_items": [{"product_id": i, "quantity": 2, "unit_price": "4.20"}],
+            "meta": {"dims": {"w": i, "h": 2}, "flags": [True, None]},
+            "updated_at": f"2025-03-{1 + i % 28:02d}T10:00:00Z",
+        }
+        for i in range(first_id, first_id + count)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["merge", "append", "replace"])
+def test_two_first_loads_of_one_table_at_once_both_land(
+    layer: DataLayer, engine: sa.Engine, mode: str
+):
+    # Both loads stage their first batch before either merges, so each one starts while the
+    # table does not exist yet and one of them finds it created by the other at merge time.
+    staged = threading.Barrier(2, timeout=30)
+    results: dict[str, LoadStats] = {}
+    errors: list[BaseException] = []
+    spec_target = target(
+        mode, cursor="updated_at", hints={"price": "numeric", "updated_at": "timestamptz"}
+    )
+
+    def batches() -> Iterator[list[dict]]:
+        yield _shop_like(1, 40)
+        staged.wait()
+        yield _shop_like(41, 40)
+
+    def run(integration: str) -> None:
+        try:
+            read = StreamRead(parts=iter([BatchesPart(batches())]))
+            results[integration] = layer.load(spec_target, read, context(integration))
+        except BaseException as error:
+            errors.append(error)
+            staged.abort()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("acme", "bolt")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(s.table_created for s in results.values()) == [False, True]
+    assert {s.rows_inserted for s in results.values()} == {80}
+    types = column_types(engine)
+    assert {k: types[k] for k in ("price", "tags", "line_items", "meta", "updated_at")} == {
+        "price": "numeric",
+        "tags": "jsonb",
+        "line_items": "jsonb",
+        "meta": "jsonb",
+        "updated_at": "timestamp with time zone",
+    }
+    for integration in ("acme", "bolt"):
+        assert rows(
+            engine,
+            f"select count(*), count(distinct id), sum(price)::text from {TABLE}"
+            " where integration_id = :i",
+            i=integration,
+        ) == [(80, 80, str(sum(Decimal(f"{i}.95") for i in range(1, 81))))]
+        assert rows(
+            engine,
+            f"select tags, line_items, meta, updated_at from {TABLE}"
+            " where integration_id = :i and id = 44",
+            i=integration,
+        ) == [
+            (
+                ["new", "sale"],
+                [{"product_id": 44, "quantity": 2, "unit_price": "4.20"}],
+                {"dims": {"w": 44, "h": 2}, "flags": [True, None]},
+                datetime(2025, 3, 17, 10, tzinfo=UTC),
+            )
+        ]
+    key = rows(
+        engine,
+        "select pg_get_constraintdef(oid) from pg_constraint"
+        " where conrelid = cast(:t as regclass) and contype = 'p'",
+        t=TABLE,
+    )
+    assert key == ([("PRIMARY KEY (integration_id, id)",)] if mode == "merge" else [])
+
+
 def test_large_batches_are_staged_in_slices(database_url: str, engine: sa.Engine):
     layer = DataLayer(database_url=database_url, batch_rows=7)
     records = [{"id": i, "v": i if i < 30 else f"t{i}"} for i in range(50)]
