@@ -537,6 +537,21 @@ def test_new_column_added(layer: DataLayer, engine: sa.Engine):
     ]
 
 
+def test_a_column_of_only_nulls_keeps_the_type_it_has(layer: DataLayer, engine: sa.Engine):
+    """Another integration sending nulls in a column must not widen it for everyone."""
+    layer.load(target(), stream([{"id": 1, "tags": ["x"], "amount": 5}]), context())
+    stats = layer.load(
+        target(), stream([{"id": 1, "tags": None, "amount": None}]), context(integration="b")
+    )
+    assert stats.types_widened == []
+    found = column_types(engine)
+    assert (found["tags"], found["amount"]) == ("jsonb", "integer")
+    assert rows(engine, f"select integration_id, tags, amount from {TABLE} order by 1") == [
+        ("acme", ["x"], 5),
+        ("b", None, None),
+    ]
+
+
 def test_int_widens_to_text(layer: DataLayer, engine: sa.Engine):
     layer.load(target(), stream([{"id": 1, "amount": 5}]), context())
     stats = layer.load(target(), stream([{"id": 2, "amount": 2**40}]), context())

@@ -483,8 +483,15 @@ class _Load:
     def evolve_table(self, existing: dict[str, str]) -> None:
         changes = []
         for column in self.columns.values():
-            wanted = self.wanted_type(column)
             have = existing.get(column.name)
+            declared = self.target.column_hints.get(column.key) or self.read.column_types.get(
+                column.key
+            )
+            if have is not None and column.seen is None and not declared:
+                # Only nulls arrived for this column: they fit whatever type it already has.
+                column.type = have
+                continue
+            wanted = self.wanted_type(column)
             if have is None:
                 column.type = wanted
                 changes.append(
