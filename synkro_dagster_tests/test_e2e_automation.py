@@ -171,9 +171,11 @@ run_coordinator:
       - key: synkro/integration
         value: {{applyLimitPerUniqueValue: true}}
         limit: 1
+      # As in production: integrations of one spec run side by side (first loads of a shared
+      # table at once included).
       - key: synkro/spec
         value: {{applyLimitPerUniqueValue: true}}
-        limit: 1
+        limit: 3
 sensors:
   use_threads: true
   num_workers: 4
