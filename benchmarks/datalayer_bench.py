@@ -14,11 +14,8 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +26,9 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine, peak_rss_of_this_process, run_child, scratch_database  # noqa: E402
 
 from synkro_dagster.contracts import BatchesPart, StreamRead  # noqa: E402
 from synkro_dagster.database import libpq_url, sqlalchemy_url  # noqa: E402
@@ -199,49 +199,8 @@ def rss_child(url: str, rows: int) -> None:
     print(json.dumps({"rows": rows, "peak_rss_bytes": peak_rss_of_this_process()}))
 
 
-def peak_rss_of_this_process() -> int:
-    """Peak RSS of this process image: VmHWM where Linux gives it.
-
-    `ru_maxrss` would do elsewhere, but on Linux it carries over the high-water mark of the parent
-    image across fork + exec, so a child of a big parent would report the parent's size.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def peak_rss(url: str, rows: int) -> int:
-    out = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(rows), "--database-url", url],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        import psutil
-
-        memory = f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
-    except ImportError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs{memory}; {platform.system()} {platform.release()}"
+    return run_child(__file__, "--rss-child", str(rows), "--database-url", url)["peak_rss_bytes"]
 
 
 def main() -> None:
@@ -260,13 +219,7 @@ def main() -> None:
         return
 
     load_start = os.getloadavg()[0]
-    server = sqlalchemy_url(args.server_url)
-    name = f"synkro_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'create database "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(args.server_url) as url:
         engine = sa.create_engine(url)
         migrate(engine)
         with engine.connect() as conn:
@@ -310,10 +263,6 @@ def main() -> None:
         to_sql = pandas_to_sql(url, data, args.to_sql_rows)
         show(to_sql)
         del data
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'drop database if exists "{name}" with (force)')
-        admin.dispose()
 
     methods = [
         ("bare psycopg COPY (`write_row`, unindexed typed table)", args.rows, copy),

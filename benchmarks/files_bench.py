@@ -13,17 +13,15 @@ tenth of the rows and at all of them, each in a fresh subprocess.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import random
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -32,10 +30,18 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import (  # noqa: E402
+    machine,
+    peak_rss_of_this_process,
+    run_child,
+    scratch_database,
+)
 
 from synkro_dagster.connectors.files import FileDropConnector  # noqa: E402
 from synkro_dagster.contracts import Integration  # noqa: E402
-from synkro_dagster.database import libpq_url, sqlalchemy_url  # noqa: E402
+from synkro_dagster.database import libpq_url  # noqa: E402
 from synkro_dagster.datalayer.migrations import migrate  # noqa: E402
 from synkro_dagster.datalayer.resource import DataLayer, LoadContext, TableTarget  # noqa: E402
 from synkro_dagster.specs.models import SourceSpec  # noqa: E402
@@ -157,32 +163,11 @@ def rss_child(url: str, rows: int) -> None:
         assert stats["parts_loaded"] == 1, stats
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rows": rows, "peak_rss_bytes": peak_kib * 1024}))
+    print(json.dumps({"rows": rows, "peak_rss_bytes": peak_rss_of_this_process()}))
 
 
 def peak_rss(url: str, rows: int) -> int:
-    child = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(rows), "--database-url", url],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    if child.returncode != 0:
-        raise RuntimeError(f"RSS run of {rows:,} rows failed:\n{child.stderr[-3000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs; {platform.system()} {platform.release()}"
+    return run_child(__file__, "--rss-child", str(rows), "--database-url", url)["peak_rss_bytes"]
 
 
 def main() -> None:
@@ -201,15 +186,11 @@ def main() -> None:
         return
 
     load_start = os.getloadavg()[0]
-    server = sqlalchemy_url(args.server_url)
-    name = f"synkro_files_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'create database "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
     root, path = make_inbox(args.rows)
     size = path.stat().st_size
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        url = cleanup.enter_context(scratch_database(args.server_url, "synkro_files_bench"))
         engine = sa.create_engine(url)
         migrate(engine)
         with engine.connect() as conn:
@@ -245,11 +226,6 @@ def main() -> None:
         print(f"peak RSS for {rss_rows[0]:,} and {rss_rows[1]:,} rows ...", flush=True)
         rss = [peak_rss(url, n) for n in rss_rows]
         print(f"  {[f'{r / 2**20:.0f} MiB' for r in rss]}", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'drop database if exists "{name}" with (force)')
-        admin.dispose()
 
     ratio = copy_seconds / sync_seconds
     ratio_rss = rss[1] / rss[0]

@@ -17,27 +17,20 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import peak_rss_of_this_process, run_child, scratch_database  # noqa: E402
+
 SERVER_URL = os.environ.get(
     "SYNKRO_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(api_url: str, records: int, page_size: int) -> dict:
@@ -62,12 +55,7 @@ def child(api_url: str, records: int, page_size: int) -> dict:
     os.environ["SYNKRO_SPECS_DIR"] = str(specs_dir)
     os.environ.setdefault("INTEGRATION_SECRET_KEY", "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs=")
 
-    admin = sa.create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
-    database = f"synkro_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'create database "{database}"')
-    url = sa.make_url(SERVER_URL).set(database=database).render_as_string(hide_password=False)
-    try:
+    with scratch_database(SERVER_URL) as url:
         engine = sa.create_engine(url)
         migrate(engine)
         IntegrationRegistry(engine).add(
@@ -95,36 +83,19 @@ def child(api_url: str, records: int, page_size: int) -> dict:
         with engine.connect() as conn:
             landed = conn.exec_driver_sql("select count(*) from public.bench_bench").scalar()
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'drop database if exists "{database}" with (force)')
     return {
         "records": records,
         "landed": landed,
         "seconds": seconds,
         "records_per_s": landed / seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_of_this_process() / 2**20,
     }
 
 
 def _run_child(api_url: str, records: int, page_size: int) -> dict:
-    output = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            api_url,
-            "--records",
-            str(records),
-            "--page-size",
-            str(page_size),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return run_child(
+        __file__, "--child", api_url, "--records", str(records), "--page-size", str(page_size)
+    )
 
 
 def main() -> None:
