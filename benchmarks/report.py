@@ -29,7 +29,7 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | HTTP → PostgreSQL through `dg.materialize`: peak RSS 100k ÷ 10k records | flat | 1.01× | met |
 | SQL → PostgreSQL 1M rows ÷ bare `COPY TO STDOUT` → `COPY FROM STDIN` pipe | ≥ 0.4× | 0.15× (0.10–0.23× under load) | **missed** |
 | SQL: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
-| files: 1M-row CSV through the file engine ÷ bare COPY of the file | ≥ 0.4× | 0.15× | **missed** |
+| files: 1M-row CSV through the file engine ÷ bare COPY of the file | ≥ 0.4× | 0.17× quiet (0.15× under load) | **missed** |
 | files: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
 | definitions load, 50 specs (fresh process) | about 1 s | 2.8 s in all: imports 2.4 s, specs → Definitions → resolved 0.35 s (3 ms a spec) | Synkro's part met |
 | definitions load, 2,000 integrations (fresh process) | < 2 s | 3.7 s, of which `import dagster` 2.0 s | **missed** |
