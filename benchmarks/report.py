@@ -24,7 +24,7 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | data layer: merge 1M rows into an empty table ÷ bare psycopg COPY | ≥ 0.5× | quiet machine 0.44× wall, 0.64× CPU; under load 0.53× wall, 0.63× CPU | met by CPU, **missed** by wall on the quiet run |
 | data layer: merge into empty ÷ pandas `to_sql` | ≥ 4× | quiet machine 6.1× wall, 7.6× CPU; under load 2.6× wall, 3.1× CPU | met on the quiet run, **missed** under load |
 | data layer: peak RSS 1M rows ÷ 100k rows | ≤ 1.3× | 1.00× | met |
-| HTTP: `HttpConnector` ÷ bare `httpx.Client` loop (200 pages × 500) | ≥ 0.8× | 0.95× (median of 7 rounds) | met |
+| HTTP: `HttpConnector` ÷ bare `httpx.Client` loop (200 pages × 500) | ≥ 0.8× | 1.03× quiet (median of 5 rounds); 0.95× under load | met |
 | HTTP → PostgreSQL through `dg.materialize`: 100k records | (reported) | 20,000 records/s end to end, run overhead included | |
 | HTTP → PostgreSQL through `dg.materialize`: peak RSS 100k ÷ 10k records | flat | 1.01× | met |
 | SQL → PostgreSQL 1M rows ÷ bare `COPY TO STDOUT` → `COPY FROM STDIN` pipe | ≥ 0.4× | 0.15× (0.10–0.23× under load) | **missed** |
