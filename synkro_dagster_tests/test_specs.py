@@ -84,6 +84,7 @@ def test_undeclared_placeholder_fails_at_load(tmp_path: Path) -> None:
     assert "shop.yaml" in message and "stream 'orders'" in message
     assert "field 'http.path'" in message
     assert "'{account_id}'" in message and "declared: base_url" in message
+    assert message.startswith("shop.yaml: stream 'orders', field 'http.path'")
 
 
 def test_undeclared_placeholder_in_source_defaults_fails_at_load(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def _format_error(path: Path, raw: Any, error: dict[str, Any]) -> str:
     elif error.get("type") == "literal_error":
         expected = error.get("ctx", {}).get("expected")
         message = f"got {error.get('input')!r}; allowed: {expected}"
-    if where == "top level" and error.get("type") == "value_error":
+    if where == "top level":
         # Checks across fields already name the stream and field in their own words.
         return f"{path.name}: {message.removeprefix('Value error, ')}"
     return f"{path.name}: {where}: {message}"
