@@ -12,7 +12,6 @@ from synkro_dagster.specs.http import HttpSourceOptions, HttpStreamOptions
 from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
 
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 Engine = Literal["http", "sql", "files"]
 WriteMode = Literal["merge", "append", "replace"]
