@@ -8,6 +8,7 @@ import dagster as dg
 
 DUPLICATE_KEYS = "no_duplicate_keys_in_load"
 COMPLETENESS = "complete_against_source_total"
+SYNC_CHECKS = (DUPLICATE_KEYS, COMPLETENESS)  # evaluated by every sync run
 
 
 def check_specs_for(asset_key: dg.AssetKey, description: str) -> list[dg.AssetCheckSpec]:

@@ -8,13 +8,14 @@ from typing import Any
 import dagster as dg
 
 from synkro_dagster.assets.checks import (
+    SYNC_CHECKS,
     check_specs_for,
     completeness_result,
     duplicate_keys_result,
 )
 from synkro_dagster.contracts import Integration, StreamRead
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
-from synkro_dagster.tags import is_full_refresh, run_tags
+from synkro_dagster.tags import SPEC_TAG, is_full_refresh, run_tags
 
 DATALAYER_RESOURCE = "datalayer"
 
@@ -109,7 +110,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.multi_run(1),
         required_resource_keys={DATALAYER_RESOURCE, connector_key},
         description=source.description or None,
-        op_tags={"synkro/spec": source.name},
+        op_tags={SPEC_TAG: source.name},
     )
     def _sync(context):  # an AssetExecutionContext (annotations are strings here)
         datalayer = getattr(context.resources, DATALAYER_RESOURCE)
@@ -188,19 +189,14 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
 
 
 def build_spec_job(source: SourceSpec) -> dg.UnresolvedAssetJobDefinition:
+    keys = [asset_key_for(source, stream) for stream in source.streams]
     return dg.define_asset_job(
         name=job_name_for(source.name),
-        # The streams and the checks their sync evaluates; the freshness checks (reported by a
-        # sensor, unpartitioned) are not part of a sync run.
-        selection=dg.AssetSelection.groups(source.name).without_checks()
-        | dg.AssetSelection.checks_for_assets(
-            *(asset_key_for(source, stream) for stream in source.streams)
-        )
-        - dg.AssetSelection.checks(
-            *(
-                dg.AssetCheckKey(asset_key_for(source, stream), "fresh_against_schedule")
-                for stream in source.streams
-            )
+        # The streams and the checks their sync evaluates; other checks on these assets (the
+        # freshness check a sensor reports, unpartitioned) are not part of a sync run.
+        selection=dg.AssetSelection.assets(*keys).without_checks()
+        | dg.AssetSelection.checks(
+            *(dg.AssetCheckKey(key, name) for key in keys for name in SYNC_CHECKS)
         ),
         executor_def=dg.in_process_executor,
         # Every run of a partition carries the integration and spec tags, however it was launched
@@ -211,6 +207,6 @@ def build_spec_job(source: SourceSpec) -> dg.UnresolvedAssetJobDefinition:
             tags_for_partition_key_fn=lambda key: run_tags(key, source.name),
         ),
         partitions_def=partitions_def_for(source.name),
-        tags={"synkro/spec": source.name},
+        tags={SPEC_TAG: source.name},
         description=f"Sync the streams of spec '{source.name}' for one integration (partition).",
     )
