@@ -261,7 +261,7 @@ def main() -> None:
 |---|---:|---:|---|
 | file engine + DataLayer.load ÷ bare COPY (throughput) | {ratio:.2f}× | ≥ 0.4× | {verdict(ratio >= 0.4)} |
 
-Peak RSS of a fresh process running the whole sync of a generated file (`ru_maxrss`, includes the
+Peak RSS of a fresh process running the whole sync of a generated file (`VmHWM`, includes the
 interpreter and imported libraries):
 
 | rows | peak RSS |

@@ -20,9 +20,8 @@ from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs import SourceSpec, load_spec_file
 from synkro_dagster.specs.loader import specs_dir
 from synkro_dagster.tags import FULL_REFRESH_TAG, run_tags
+from synkro_dagster_tests.testapi import ITEMS, TESTAPI, secrets_for_testapi
 
-TESTAPI = Path(__file__).parent / "http_specs" / "testapi.yaml"
-ITEMS = 253
 FAST = dict(
     backoff_initial=0.05, backoff_max=0.2, max_retries=2, max_retry_wait=5.0, read_timeout=2.0
 )
@@ -51,17 +50,6 @@ def specs_folder(tmp_path: Path, monkeypatch) -> Path:
 @pytest.fixture
 def testapi(specs_folder: Path) -> SourceSpec:
     return load_spec_file(specs_folder / "testapi.yaml")
-
-
-def _secrets(api: ApiServer) -> dict[str, str]:
-    c = api.credentials
-    return {
-        "token": c.bearer_token,
-        "api_key": c.api_key,
-        "password": c.basic_password,
-        "client_id": c.client_id,
-        "client_secret": c.client_secret,
-    }
 
 
 @pytest.fixture
@@ -149,7 +137,7 @@ def sync(testapi, instance, database_url, registry, api) -> Sync:
         spec="testapi",
         tenant="acme",
         config={"base_url": api.url},
-        secrets=_secrets(api),
+        secrets=secrets_for_testapi(api),
     )
     return Sync(testapi, instance, database_url)
 
@@ -281,7 +269,7 @@ def test_no_secret_reaches_the_event_log_or_the_terminal(
     registry.update(INTEGRATION, secrets={"token": "wrong-token-but-secret-1234"})
     failed = sync(["bearer"])
     assert not failed.success
-    secret_values = [*_secrets(api).values(), "wrong-token-but-secret-1234"]
+    secret_values = [*secrets_for_testapi(api).values(), "wrong-token-but-secret-1234"]
     out, err = capfd.readouterr()
     logs = []
     for run in instance.get_runs():

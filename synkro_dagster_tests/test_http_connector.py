@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,9 +25,8 @@ from synkro_dagster.contracts import Integration, ReadStats, Record
 from synkro_dagster.demo.api_server import ApiServer, start_api_server
 from synkro_dagster.specs import load_spec_file, load_specs
 from synkro_dagster.specs.models import SourceSpec
+from synkro_dagster_tests.testapi import ITEMS, TESTAPI, secrets_for_testapi
 
-TESTAPI = Path(__file__).parent / "http_specs" / "testapi.yaml"
-ITEMS = 253
 # Short waits keep the file fast; the retry logic is the same as with production values.
 FAST = dict(
     backoff_initial=0.05, backoff_max=0.2, max_retries=3, max_retry_wait=10.0, read_timeout=2.0
@@ -46,24 +44,13 @@ def testapi() -> SourceSpec:
     return load_spec_file(TESTAPI)
 
 
-def _secrets(api: ApiServer) -> dict[str, str]:
-    c = api.credentials
-    return {
-        "token": c.bearer_token,
-        "api_key": c.api_key,
-        "password": c.basic_password,
-        "client_id": c.client_id,
-        "client_secret": c.client_secret,
-    }
-
-
 def _integration(api: ApiServer, spec: str = "testapi", **secrets: str) -> Integration:
     return Integration(
         id="t_acme",
         tenant="acme",
         spec=spec,
         config={"base_url": api.url},
-        secrets={**_secrets(api), **secrets},
+        secrets={**secrets_for_testapi(api), **secrets},
     )
 
 
@@ -192,10 +179,10 @@ def test_shipped_shop_and_crm_specs_read_every_stream(api: ApiServer) -> None:
 def test_missing_config_and_secrets_fail_before_any_request(
     api: ApiServer, testapi: SourceSpec
 ) -> None:
-    no_url = Integration("t_acme", "acme", "testapi", {}, _secrets(api))
+    no_url = Integration("t_acme", "acme", "testapi", {}, secrets_for_testapi(api))
     with pytest.raises(HttpSourceError, match="integration 't_acme': config 'base_url'"):
         HttpConnector().session(testapi, no_url).__enter__()
-    secrets = _secrets(api)
+    secrets = secrets_for_testapi(api)
     del secrets["password"]
     no_password = Integration("t_acme", "acme", "testapi", {"base_url": api.url}, secrets)
     with pytest.raises(HttpSourceError, match="secret\\(s\\) 'password'"):
@@ -453,7 +440,7 @@ def test_no_secret_appears_in_exceptions_or_logs(
     api: ApiServer, testapi: SourceSpec, caplog: pytest.LogCaptureFixture, capsys
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    secrets = _secrets(api)
+    secrets = secrets_for_testapi(api)
     integration = _integration(api)
     errors: list[str] = []
     api.fail_after_page("/test/auth/api_key_query", pages=1, status=500)
