@@ -143,3 +143,38 @@ def test_every_broken_example_in_one_file_is_reported(tmp_path: Path) -> None:
     message = _load_broken(tmp_path, broken)
     assert "stream 'customers'" in message and "'DELETE'" in message
     assert "stream 'products'" in message and "records" in message
+
+
+# --- one writer per table ---------------------------------------------------------------------
+
+
+def test_two_streams_of_one_spec_writing_one_table_are_rejected(tmp_path: Path) -> None:
+    raw = _shop()
+    _orders(raw)["table"] = "shop_customers"
+    message = _load_broken(tmp_path, raw)
+    assert message.startswith("shop.yaml: ")
+    assert "'customers'" in message and "'orders'" in message
+    assert "public.shop_customers" in message
+
+
+def test_two_specs_writing_one_table_are_rejected_naming_both(tmp_path: Path) -> None:
+    (tmp_path / "shop.yaml").write_text((specs_dir() / "shop.yaml").read_text())
+    other = {
+        "name": "webshop",
+        "engine": "http",
+        "config": {"base_url": {}},
+        "http": {"base_url": "{base_url}"},
+        "streams": [
+            {"name": "orders", "primary_key": "id", "table": "shop_orders", "http": {"path": "/o"}}
+        ],
+    }
+    (tmp_path / "webshop.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(SpecError) as caught:
+        load_specs(tmp_path)
+    message = str(caught.value)
+    assert "webshop.yaml" in message and "shop.yaml" in message
+    assert "stream 'orders'" in message and "public.shop_orders" in message
+    # The same table name in another schema is another table.
+    other["schema"] = "webshop"
+    (tmp_path / "webshop.yaml").write_text(yaml.safe_dump(other))
+    assert set(load_specs(tmp_path)) == {"shop", "webshop"}

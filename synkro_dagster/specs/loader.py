@@ -78,9 +78,20 @@ def load_spec_file(path: Path) -> SourceSpec:
 @lru_cache(maxsize=8)
 def _load_specs_cached(directory: str) -> dict[str, SourceSpec]:
     specs: dict[str, SourceSpec] = {}
+    writers: dict[tuple[str, str], tuple[Path, str]] = {}
     for path in sorted(Path(directory).glob("*.yaml")):
         spec = load_spec_file(path)
         specs[spec.name] = spec
+        for stream in spec.streams:
+            table = (spec.target_schema, spec.table_for(stream))
+            if table in writers:
+                other_path, other_stream = writers[table]
+                raise SpecError(
+                    f"{path.name}: stream '{stream.name}' writes table '{'.'.join(table)}',"
+                    f" which stream '{other_stream}' of {other_path.name} already writes;"
+                    " give one of them its own `table:` or `schema:`"
+                )
+            writers[table] = (path, stream.name)
     return specs
 
 

@@ -134,6 +134,17 @@ class SourceSpec(StrictModel):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"duplicate stream names: {', '.join(duplicated)}")
+        # Tables are shared by the integrations of a spec, and a load deletes or sweeps the
+        # integration's rows of its table: two streams in one table would remove each other's.
+        writers: dict[str, str] = {}
+        for stream in self.streams:
+            table = self.table_for(stream)
+            if table in writers:
+                raise ValueError(
+                    f"streams '{writers[table]}' and '{stream.name}' both write table"
+                    f" '{self.target_schema}.{table}'; give one of them its own `table:`"
+                )
+            writers[table] = stream.name
         for engine in ("http", "sql", "files"):
             if engine != self.engine:
                 used = [s.name for s in self.streams if getattr(s, engine) is not None]
