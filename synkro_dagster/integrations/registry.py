@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,8 +91,13 @@ def validate_against_spec(
     spec: str,
     config: Mapping[str, Any],
     secrets: Mapping[str, str] | None,
+    *,
+    given_config: Iterable[str] | None = None,
+    given_secrets: Iterable[str] | None = None,
 ) -> None:
-    """The spec exists and the integration gives its required config and declared secrets.
+    """The spec exists, the integration gives its required config and declared secrets, and
+    every name given (`given_config`/`given_secrets`; default: all of `config`/`secrets`) is one
+    the spec declares.
 
     While the specs folder holds no spec at all, any spec name is accepted (nothing to check).
     `secrets=None` skips the secrets check (stored secrets that are not being changed).
@@ -107,6 +113,22 @@ def validate_against_spec(
         raise IntegrationError(
             f"integration '{integration_id}': unknown spec '{spec}' (known specs: {known})"
         )
+    # A typo in an optional name would otherwise be stored and silently never used.
+    _check_declared(
+        integration_id,
+        spec,
+        "config",
+        config if given_config is None else given_config,
+        source.config,
+    )
+    if secrets is not None or given_secrets is not None:
+        _check_declared(
+            integration_id,
+            spec,
+            "secret",
+            (secrets or {}) if given_secrets is None else given_secrets,
+            source.secrets,
+        )
     for name, field in source.config.items():
         if field.required and field.default is None and _blank(config.get(name)):
             raise IntegrationError(
@@ -121,6 +143,19 @@ def validate_against_spec(
                 f"integration '{integration_id}': spec '{spec}' requires secret '{name}' "
                 f"(--secret {name}=...)"
             )
+
+
+def _check_declared(
+    integration_id: str, spec: str, kind: str, given: Iterable[str], declared: Mapping[str, Any]
+) -> None:
+    unknown = sorted(str(name) for name in given if name not in declared)
+    if unknown:
+        names = ", ".join(repr(n) for n in unknown)
+        allowed = ", ".join(sorted(declared)) or "none"
+        raise IntegrationError(
+            f"integration '{integration_id}': spec '{spec}' declares no {kind} {names} "
+            f"(declared {kind} names: {allowed})"
+        )
 
 
 def _blank(value: Any) -> bool:
@@ -267,7 +302,14 @@ class IntegrationRegistry:
             _validate_tenant(id, new_tenant)
             validate_schedule(id, new_schedule)
             # Unchanged secrets are not decrypted: they were checked when they were stored.
-            validate_against_spec(id, row.spec, new_config, new_secrets)
+            validate_against_spec(
+                id,
+                row.spec,
+                new_config,
+                new_secrets,
+                given_config=[k for k, v in (config or {}).items() if v is not None],
+                given_secrets=[k for k, v in (secrets or {}).items() if v is not None],
+            )
             values: dict[str, Any] = {
                 "config": new_config,
                 "schedule": new_schedule,
@@ -369,8 +411,20 @@ class IntegrationRegistry:
 
 
 def _validate_tenant(integration_id: str, tenant: str | None) -> None:
+    # The tenant id is what row-level security compares with the JWT claim: a stray space or an
+    # invisible control character would make a tenant whose rows no client can ever read.
     if not isinstance(tenant, str) or not tenant.strip():
         raise IntegrationError(f"integration '{integration_id}': tenant must not be empty")
+    if tenant != tenant.strip():
+        raise IntegrationError(
+            f"integration '{integration_id}': tenant {tenant!r} has leading or trailing spaces"
+        )
+    bad = [c for c in tenant if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        raise IntegrationError(
+            f"integration '{integration_id}': tenant {tenant!r} contains control character(s) "
+            f"{', '.join(f'U+{ord(c):04X}' for c in bad)}"
+        )
 
 
 def _merge(current: Mapping[str, Any], changes: Mapping[str, Any] | None) -> dict[str, Any]:
