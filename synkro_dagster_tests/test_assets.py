@@ -296,3 +296,34 @@ def test_disabled_and_unknown_integrations_are_refused_clearly(
     assert not unknown.success
     message = unknown.failure_data_for_node("testapi_streams").error.message
     assert "not in the registry" in message
+
+
+def test_a_dead_source_fails_the_run_fast_with_its_retries_in_the_run_log(
+    testapi: SourceSpec, instance: dg.DagsterInstance, database_url: str, registry
+) -> None:
+    with start_api_server() as down:
+        dead_url = down.url
+    registry.add(
+        "acme-dead",
+        spec="testapi",
+        tenant="acme",
+        config={"base_url": dead_url},
+        secrets={"token": "t" * 8, "api_key": "k" * 8, "password": "p" * 8,
+                 "client_id": "i" * 8, "client_secret": "s" * 8},
+    )  # fmt: skip
+    sync = Sync(testapi, instance, database_url)
+    sync.resources["http_connector"] = HttpConnector(
+        **{**FAST, "max_retries": 10, "max_connection_failures": 3}
+    )
+    streams = PAGINATION + ["bearer"]  # seven streams against a refused port
+    result = sync(streams, integration="acme-dead")
+    assert not result.success
+    failure = result.failure_data_for_node("testapi_streams").user_failure_data
+    failed = failure.metadata["failed_streams"].value.splitlines()
+    assert len(failed) == 7
+    assert all("ConnectError" in line for line in failed)
+    assert sum("not attempted" in line for line in failed) == 6
+    messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    retries = [m for m in messages if "failed (ConnectError" in m and "retrying in" in m]
+    assert len(retries) == 2, retries  # attempts 1 and 2; the third opened the circuit
+    assert all(dead_url in m and "'page_number'" in m for m in retries)

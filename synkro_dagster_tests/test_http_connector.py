@@ -18,6 +18,7 @@ from synkro_dagster.connectors.http import (
     HttpSession,
     HttpSourceError,
     PaginationLoopError,
+    SourceUnreachableError,
     format_cursor,
     retry_after_deadline,
 )
@@ -522,3 +523,87 @@ def test_admin_endpoints_switch_faults_and_change_data(api: ApiServer, testapi: 
     with httpx.Client(base_url=api.url) as client:
         client.delete("/_admin/faults")
     assert api.app.faults == []
+
+
+# --- a dead source fails fast, and every retry is logged ---------------------------------------
+
+
+def _dead_integration() -> tuple[str, Integration]:
+    with start_api_server() as down:
+        url = down.url
+    return url, Integration("t_acme", "acme", "testapi", {"base_url": url}, {
+        "token": "t" * 8, "api_key": "k" * 8, "password": "p" * 8,
+        "client_id": "i" * 8, "client_secret": "s" * 8,
+    })  # fmt: skip
+
+
+def test_a_refused_host_fails_every_remaining_stream_at_once(testapi: SourceSpec) -> None:
+    url, integration = _dead_integration()
+    streams = ["page_number", "offset", "cursor", "next_url", "link_header", "single", "bearer"]
+    connector = HttpConnector(**{**FAST, "max_retries": 10, "max_connection_failures": 3})
+    errors: dict[str, tuple[HttpSourceError, float]] = {}
+    with connector.session(testapi, integration) as session:
+        for stream in streams:
+            started = time.monotonic()
+            with pytest.raises(HttpSourceError) as caught:
+                _read(session, testapi, stream)
+            errors[stream] = (caught.value, time.monotonic() - started)
+    first, _ = errors["page_number"]
+    # The shared budget stopped the first stream after 3 refusals, not after 11 attempts.
+    assert "gave up after 3 attempt(s)" in str(first)
+    assert "ConnectError" in str(first) and "3 connection failures in a row" in str(first)
+    for stream in streams[1:]:
+        error, seconds = errors[stream]
+        assert isinstance(error, SourceUnreachableError), stream
+        assert seconds < 0.05, (stream, seconds)  # no request, no backoff
+        assert f"stream '{stream}'" in str(error) and "not attempted: ConnectError" in str(error)
+        assert url.split("://")[1] in str(error)
+
+
+def test_a_host_that_answers_again_gets_its_budget_back(
+    api: ApiServer, testapi: SourceSpec
+) -> None:
+    connector = HttpConnector(**{**FAST, "max_connection_failures": 2})
+    with connector.session(testapi, _integration(api)) as session:
+        session.breaker.failed(api.url, "ConnectError: refused")
+        records, _ = _read(session, testapi, "single")  # one failure in a row: still allowed
+        assert len(records) == ITEMS
+        session.breaker.failed(api.url, "ConnectError: refused")
+        assert session.breaker.open_reason(api.url) is None  # the success above reset the count
+        session.breaker.failed(api.url, "ConnectError: refused")
+        with pytest.raises(SourceUnreachableError, match="not attempted: ConnectError: refused"):
+            _read(session, testapi, "single")
+
+
+def test_every_retry_writes_a_log_line_without_secrets(
+    api: ApiServer, testapi: SourceSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.fail("/test/auth/api_key_query", status=503, count=2)
+    with caplog.at_level(logging.DEBUG, logger="dagster.builtin.synkro.http"):
+        records, _ = _read_once(api, testapi, "api_key_query")
+    assert len(records) == ITEMS
+    lines = [r.getMessage() for r in caplog.records if r.name == "dagster.builtin.synkro.http"]
+    assert len(lines) == 2, lines
+    for attempt, line in enumerate(lines, start=1):
+        assert f"attempt {attempt} of 4 failed (HTTP 503)" in line
+        assert "integration 't_acme', stream 'api_key_query': GET " in line
+        assert f"{api.url}/test/auth/api_key_query/items" in line
+        assert "retrying in " in line
+        assert api.credentials.api_key not in line and "api_key=" not in line
+
+
+def test_connection_retries_are_logged_with_the_reason(
+    testapi: SourceSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, integration = _dead_integration()
+    with (
+        caplog.at_level(logging.DEBUG, logger="dagster.builtin.synkro.http"),
+        HttpConnector(**FAST).session(testapi, integration) as session,
+        pytest.raises(HttpSourceError),
+    ):
+        _read(session, testapi, "single")
+    lines = [r.getMessage() for r in caplog.records if r.name == "dagster.builtin.synkro.http"]
+    assert [
+        f"attempt {n} of 4 failed (ConnectError" in line for n, line in enumerate(lines, 1)
+    ] == [True] * 3
+    assert all(f"{url}/test/single/items" in line for line in lines)

@@ -4,7 +4,11 @@ One session per (run, integration) owns one pooled `httpx.Client`, the auth stat
 is fetched once and refreshed on expiry or a 401) and the client-side rate budget every stream of
 the session shares. Each request is retried with exponential backoff and jitter on 429, 5xx,
 timeouts and connection errors (tenacity), waiting at least as long as a `Retry-After` header
-asks, within a bounded total wait. Each page's records are handed on as one batch as soon as the
+asks, within a bounded total wait. Every retry writes a log line (attempt, wait, reason, URL
+without secrets) to the Dagster run log. Connection errors share one budget per session: once a
+host has refused `max_connection_failures` connections in a row, every later request to it fails
+at once with the same reason (a circuit breaker), so a dead source fails a run in seconds, not one
+retry budget per stream. Each page's records are handed on as one batch as soon as the
 page arrives, so memory holds one page. A server that repeats a page fails instead of looping.
 
 Secrets never leave the session: error messages and httpx's own log lines pass through the
@@ -60,6 +64,8 @@ from synkro_dagster.specs.http import (
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 
 logger = logging.getLogger(__name__)
+# Retry lines go through Dagster's logger so they reach the run's event log while a run is live.
+retry_logger = dg.get_dagster_logger("synkro.http")
 
 
 @functools.cache
@@ -75,6 +81,10 @@ class HttpSourceError(RuntimeError):
 
 class PaginationLoopError(HttpSourceError):
     """The server sent the same page (token, URL or content) twice: reading on would never end."""
+
+
+class SourceUnreachableError(HttpSourceError):
+    """The host refused (or never answered) too many connections in this session."""
 
 
 class _Retryable(Exception):
@@ -210,6 +220,50 @@ class RateBudget:
             time.sleep(start - now)
 
 
+# Errors that mean "the host is not there": refused, unresolvable, no answer to the handshake.
+CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+class ConnectionBreaker:
+    """One budget of connection failures per host, shared by every stream of a session.
+
+    After `threshold` connection errors in a row to a host, the circuit is open: `check` raises at
+    once with the last reason instead of letting each remaining stream spend its own retries.
+    A response from the host closes it again.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = max(threshold, 1)
+        self._failures: dict[str, int] = {}
+        self._reason: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def host_of(url: httpx.URL | str) -> str:
+        parsed = httpx.URL(str(url))
+        return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+
+    def failed(self, url: httpx.URL | str, reason: str) -> None:
+        host = self.host_of(url)
+        with self._lock:
+            self._failures[host] = self._failures.get(host, 0) + 1
+            self._reason[host] = reason
+
+    def succeeded(self, url: httpx.URL | str) -> None:
+        host = self.host_of(url)
+        with self._lock:
+            self._failures.pop(host, None)
+            self._reason.pop(host, None)
+
+    def open_reason(self, url: httpx.URL | str) -> str | None:
+        """The last connection error to the URL's host when its circuit is open, else None."""
+        host = self.host_of(url)
+        with self._lock:
+            if self._failures.get(host, 0) >= self.threshold:
+                return self._reason.get(host, "connection failed")
+        return None
+
+
 class _RedactingFilter(logging.Filter):
     """Rewrites log records of a logger (httpx logs full URLs) with the session's secrets removed."""
 
@@ -321,6 +375,11 @@ class HttpConnector(dg.ConfigurableResource):
     max_retry_wait: float = Field(
         default=300.0, description="most seconds one request may spend waiting between retries"
     )
+    max_connection_failures: int = Field(
+        default=5,
+        description="connection errors in a row to one host, across all streams of a run, "
+        "before every further request to it fails at once",
+    )
     page_size: int = Field(
         default=100, description="page size when a pagination names a size parameter but no size"
     )
@@ -370,6 +429,9 @@ class HttpSession:
             trust_env=False,
         )
         self._auths: dict[str, _Auth] = {}
+        self.breaker = ConnectionBreaker(connector.max_connection_failures)
+        # What the current thread is requesting, for the retry log line and the breaker's stop.
+        self._current = threading.local()
         self._retrying, self._token_retrying = (
             Retrying(
                 retry=retry_if_exception_type(
@@ -377,6 +439,7 @@ class HttpSession:
                 ),
                 wait=self._wait,
                 stop=self._stop,
+                before_sleep=self._log_retry,
                 reraise=True,
             )
             for _ in range(2)
@@ -522,9 +585,39 @@ class HttpSession:
 
     def _stop(self, state: RetryCallState) -> bool:
         c = self.connector
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, CONNECTION_ERRORS) and self.breaker.open_reason(
+            getattr(self._current, "url", "")
+        ):
+            return True  # the session's connection budget for this host is spent
         return (
             state.attempt_number > c.max_retries
             or state.idle_for + (state.upcoming_sleep or 0.0) > c.max_retry_wait
+        )
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        """One line per retry: which request, which attempt, how long it waits and why."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Retryable):
+            reason = f"HTTP {error.response.status_code}"
+            url: Any = error.response.request.url
+            if error.not_before is not None:
+                reason += " with Retry-After"
+        else:
+            reason = f"{type(error).__name__}: {error}" if error else "unknown"
+            try:
+                url = error.request.url  # type: ignore[union-attr]
+            except (AttributeError, RuntimeError):  # an error raised before a request existed
+                url = getattr(self._current, "url", "")
+        stream = getattr(self._current, "stream", "?")
+        method = getattr(self._current, "method", "GET")
+        retry_logger.warning(
+            "%s: attempt %d of %d failed (%s); retrying in %.1fs",
+            self.describe(stream, method, url),
+            state.attempt_number,
+            self.connector.max_retries + 1,
+            self.redact(reason),
+            state.upcoming_sleep or 0.0,
         )
 
     def send(
@@ -546,6 +639,35 @@ class HttpSession:
         # One Retrying per kind of call: reusing it saves work per page, and a token fetch runs
         # inside a page request's attempt, so the two must not share one.
         retrying = self._retrying if authorize else self._token_retrying
+        outer = (
+            getattr(self._current, "stream", None),
+            getattr(self._current, "method", None),
+            getattr(self._current, "url", None),
+        )
+        self._current.stream, self._current.method, self._current.url = stream, method, url
+        try:
+            return self._send(
+                stream, method, url, retrying, params, headers, json, data, auth, basic, authorize
+            )
+        finally:
+            # A token fetch runs inside a page request; the page request's retries log as the page.
+            self._current.stream, self._current.method, self._current.url = outer
+
+    def _send(
+        self,
+        stream: str,
+        method: str,
+        url: str,
+        retrying: Retrying,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: Mapping[str, str] | None,
+        auth: _Auth,
+        basic: httpx.BasicAuth | None,
+        authorize: bool,
+    ) -> httpx.Response:
+        self._refuse_if_open(stream, method, url)
         attempts = 0
         failure: BaseException | None = None
         response: httpx.Response | None = None
@@ -584,7 +706,24 @@ class HttpSession:
         else:
             detail = self.redact(f"{type(failure).__name__}: {failure}")
             message = f"{self.describe(stream, method, url)} failed: {detail}; {budget}"
+            if isinstance(failure, CONNECTION_ERRORS) and self.breaker.open_reason(url):
+                message += (
+                    f"; {self.breaker.threshold} connection failures in a row to "
+                    f"{self.safe_url(self.breaker.host_of(url))} in this run, so its other "
+                    "requests fail at once"
+                )
+                raise SourceUnreachableError(message)
         raise HttpSourceError(message)
+
+    def _refuse_if_open(self, stream: str, method: str, url: str) -> None:
+        reason = self.breaker.open_reason(url)
+        if reason is not None:
+            raise SourceUnreachableError(
+                f"{self.describe(stream, method, url)} not attempted: {self.redact(reason)}; "
+                f"{self.breaker.threshold} connection failures in a row to "
+                f"{self.safe_url(self.breaker.host_of(url))} earlier in this run "
+                "(HttpConnector.max_connection_failures)"
+            )
 
     def _attempt(
         self,
@@ -604,16 +743,22 @@ class HttpSession:
             request_params = dict(params or {})
             if authorize:
                 auth.apply(request_headers, request_params)
+            self._refuse_if_open(getattr(self._current, "stream", "?"), method, url)
             self.budget.acquire()
-            response = self.client.request(
-                method,
-                url,
-                params=request_params or None,
-                headers=request_headers,
-                json=json,
-                data=data,
-                auth=basic,
-            )
+            try:
+                response = self.client.request(
+                    method,
+                    url,
+                    params=request_params or None,
+                    headers=request_headers,
+                    json=json,
+                    data=data,
+                    auth=basic,
+                )
+            except CONNECTION_ERRORS as exc:
+                self.breaker.failed(url, f"{type(exc).__name__}: {exc}")
+                raise
+            self.breaker.succeeded(url)
             if response.status_code == 401 and authorize and not refreshed:
                 refreshed = auth.refresh_after_401()
                 if refreshed:
