@@ -8,13 +8,13 @@ whole column can be mapped at once.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from synkro_dagster import jsonnumbers
 from synkro_dagster.specs.files import FileOptions
 
 Converter = Callable[[Any], Any]
@@ -56,7 +56,7 @@ def _to_text(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return jsonnumbers.dumps(value)
     return str(value)
 
 
@@ -213,7 +213,7 @@ def _to_boolean(value: Any) -> bool | None:
 def _to_json(value: Any) -> Any:
     if type(value) is str:
         try:
-            return json.loads(value)
+            return jsonnumbers.loads(value)
         except ValueError:
             raise ValueError("is not JSON") from None
     return value

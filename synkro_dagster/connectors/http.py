@@ -35,6 +35,7 @@ import httpx
 from pydantic import Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from synkro_dagster import jsonnumbers
 from synkro_dagster.contracts import (
     Batch,
     BatchesPart,
@@ -853,7 +854,7 @@ class HttpSession:
             stats.pages += 1
             stats.bytes += len(content)
             try:
-                body = response.json()
+                body = jsonnumbers.loads(content)  # decimals stay exact (1.10 is not 1.1)
             except ValueError:
                 raise HttpSourceError(
                     f"{self.describe(name, options.method, response.request.url)}: the response "

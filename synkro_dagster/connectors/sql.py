@@ -29,6 +29,7 @@ from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.sql import sqltypes
 
+from synkro_dagster import jsonnumbers
 from synkro_dagster.contracts import (
     Batch,
     BatchesPart,
@@ -387,6 +388,9 @@ class SqlSession:
                 connect_args["timeout"] = connector.connect_timeout_seconds
         elif backend == "sqlite":
             kwargs = {}  # sqlite's own pool; a file connection is cheap
+        if backend in ("postgresql", "mysql", "mariadb", "mssql", "sqlite"):
+            # json columns parse with exact decimals, so nested numbers land in jsonb unchanged.
+            kwargs["json_deserializer"] = jsonnumbers.loads
         try:
             engine = sa.create_engine(self._url, connect_args=connect_args, **kwargs)
         except ModuleNotFoundError as exc:

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from psycopg.adapt import Dumper
 
+from synkro_dagster import jsonnumbers
 from synkro_dagster.contracts import Part, Record, SourceDataError, StreamRead
 from synkro_dagster.datalayer import schema as types
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
@@ -145,7 +146,8 @@ class _BoolText(Dumper):
 
 class _JsonText(Dumper):
     def dump(self, obj: Any) -> bytes:
-        return json.dumps(obj, default=str, ensure_ascii=False).encode()
+        # Decimals print as exact JSON numbers: {"price": 1.10} stays the number 1.10.
+        return jsonnumbers.dumps(obj).encode()
 
 
 class _Stager:
