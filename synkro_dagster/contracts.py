@@ -5,9 +5,14 @@ Connectors produce a `StreamRead`; the data layer consumes it. Neither imports t
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 Record = dict[str, Any]
 Batch = list[Record]
@@ -32,12 +37,110 @@ class Integration:
         return redact(text, self.secrets.values())
 
 
-def redact(text: str, secret_values: Any) -> str:
+# Below this length a secret cannot be told apart from ordinary text (ids, numbers, words), so
+# it is replaced only where it stands as a whole token; see docs/security.md, "Redaction".
+MIN_SUBSTRING_SECRET = 8
+# Shorter secrets than this are not redacted in free text at all (they would blank "a", "42").
+MIN_TOKEN_SECRET = 4
+# Ordinary words a weak secret may equal: replacing them would blank out the very error text that
+# explains a failure ("wrong bearer token" -> "wrong bearer ***"). A secret that is one of these
+# (case-insensitive) is never redacted in free text; structural redaction (auth headers, key query
+# parameters, URL passwords) still hides it where its position is known.
+COMMON_WORDS = frozenset(
+    [
+        "access",
+        "account",
+        "admin",
+        "administrator",
+        "apikey",
+        "auth",
+        "bearer",
+        "changeme",
+        "client",
+        "credential",
+        "credentials",
+        "database",
+        "default",
+        "demo",
+        "guest",
+        "hello",
+        "internal",
+        "key",
+        "letmein",
+        "login",
+        "master",
+        "null",
+        "pass",
+        "passwd",
+        "password",
+        "postgres",
+        "private",
+        "public",
+        "root",
+        "secret",
+        "server",
+        "service",
+        "system",
+        "test",
+        "testing",
+        "token",
+        "unknown",
+        "user",
+        "username",
+        "welcome",
+    ]
+)
+
+
+def secret_forms(value: str) -> set[str]:
+    """The ways `value` shows up in text: as is, percent-encoded (both hex cases, space as %20 or
+    +), base64 (standard and URL-safe, with and without padding) and JSON-escaped."""
+    forms = {value}
+    for quoted in (quote(value, safe=""), quote_plus(value, safe=""), quote(value)):
+        forms.add(quoted)
+        forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted))
+    raw = value.encode("utf-8")
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    for escaped in (json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]):
+        forms.update((escaped, escaped.replace("/", "\\/")))
+    return {form for form in forms if form}
+
+
+def redaction_mode(value: str) -> str:
+    """How a secret is redacted: 'substring' (anywhere), 'token' (only as a whole token, not
+    touching a letter or digit) or 'none' (too short or an ordinary word to find in free text)."""
+    if len(value) < MIN_TOKEN_SECRET or value.lower() in COMMON_WORDS:
+        return "none"
+    if len(value) < MIN_SUBSTRING_SECRET:
+        # A short all-letter value is most likely a word: blanking it would garble messages.
+        return "none" if value.isalpha() else "token"
+    return "substring"
+
+
+@functools.lru_cache(maxsize=256)
+def _redactor(values: tuple[str, ...]) -> re.Pattern[str] | None:
+    substrings: set[str] = set()
+    tokens: set[str] = set()
+    for value in values:
+        mode = redaction_mode(value)
+        if mode != "none":
+            (substrings if mode == "substring" else tokens).update(secret_forms(value))
+    tokens -= substrings
     # Longest first, so a secret that contains another is removed whole.
-    for value in sorted((str(v) for v in secret_values if v), key=len, reverse=True):
-        if len(value) >= 3:
-            text = text.replace(value, REDACTED)
-    return text
+    alternatives = [re.escape(f) for f in sorted(substrings, key=len, reverse=True)]
+    if tokens:
+        words = "|".join(re.escape(f) for f in sorted(tokens, key=len, reverse=True))
+        alternatives.append(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])")
+    return re.compile("|".join(alternatives)) if alternatives else None
+
+
+def redact(text: str, secret_values: Any) -> str:
+    """`text` with each secret value, and its encoded forms, replaced by ***."""
+    values = tuple(sorted({str(v) for v in secret_values if v}))
+    pattern = _redactor(values) if values else None
+    return pattern.sub(REDACTED, text) if pattern is not None else text
 
 
 class SourceDataError(Exception):
