@@ -166,6 +166,8 @@ def test_shipped_shop_and_crm_specs_read_every_stream(api: ApiServer) -> None:
         integration = Integration("acme", "acme", name, {"base_url": api.url}, secrets)
         with HttpConnector(**FAST).session(spec, integration) as session:
             for stream in spec.streams:
+                if stream.parent is not None:
+                    continue  # read through their parent: test_child_streams.py
                 records, stats = _read(session, spec, stream.name)
                 expected = api.store.records(f"{collection}.{stream.name}")
                 if stream.cursor and stream.cursor.initial:

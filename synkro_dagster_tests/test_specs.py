@@ -18,7 +18,13 @@ HTTP_SPECS = Path(__file__).parent / "http_specs"
 def test_shipped_specs_load() -> None:
     specs = load_specs(specs_dir())
     assert {"shop", "crm"} <= set(specs)
-    assert [s.name for s in specs["shop"].streams] == ["customers", "products", "orders"]
+    assert [s.name for s in specs["shop"].streams] == [
+        "customers",
+        "products",
+        "orders",
+        "order_lines",
+        "order_items",
+    ]
     assert [s.name for s in specs["crm"].streams] == ["contacts", "deals", "companies"]
     shop = specs["shop"]
     assert isinstance(shop.http.pagination, PageNumberPagination)

@@ -13,6 +13,7 @@ from synkro_dagster.assets.checks import (
     completeness_result,
     duplicate_keys_result,
 )
+from synkro_dagster.connectors.streams import read_stream
 from synkro_dagster.contracts import Integration, StreamRead
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.tags import SPEC_TAG, is_full_refresh, run_tags
@@ -130,7 +131,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                     cursor = (
                         None if full_refresh else datalayer.get_cursor(integration.id, stream.name)
                     )
-                    read: StreamRead = session.read(stream, cursor)
+                    read: StreamRead = read_stream(session, source, stream, integration, cursor)
                     stats = datalayer.load(
                         TableTarget.for_stream(source, stream),
                         read,

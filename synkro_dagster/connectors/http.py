@@ -24,11 +24,14 @@ import random
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import dagster as dg
 import httpx
@@ -41,6 +44,7 @@ from synkro_dagster.contracts import (
     BatchesPart,
     Integration,
     ReadStats,
+    Record,
     SourceDataError,
     StreamRead,
     redact,
@@ -497,11 +501,21 @@ class HttpSession:
     def redact(self, text: str) -> str:
         return redact(text, [*self.integration.secrets.values(), *self._runtime_secrets])
 
-    def render(self, template: str, where: str) -> str:
-        """Fill {placeholders} from the integration's config."""
+    def render(self, template: str, where: str, parent: Mapping[str, Any] | None = None) -> str:
+        """Fill {placeholders} from the integration's config, then (child streams) from the
+        parent record's fields, URL-quoted so a value cannot change the path."""
 
         def value(match: Any) -> str:
             name = match.group(1)
+            if parent is not None and name not in self.config:
+                if parent.get(name) is None:
+                    raise SourceDataError(
+                        f"integration '{self.integration.id}': a parent record has no value for "
+                        f"'{name}' (used in {where} of spec '{self.source.name}')"
+                    )
+                text = str(parent[name])
+                # In a path the value is one segment; a query parameter is encoded by httpx.
+                return quote(text, safe="") if where == "http.path" else text
             if name not in self.config or self.config[name] is None:
                 raise HttpSourceError(
                     f"integration '{self.integration.id}': config '{name}' (used in {where} of "
@@ -783,19 +797,74 @@ class HttpSession:
             raise HttpSourceError(
                 f"stream '{stream.name}' of spec '{self.source.name}' has no http"
             )
+        if stream.parent is not None:
+            raise HttpSourceError(
+                f"stream '{stream.name}' of spec '{self.source.name}' is a child of "
+                f"'{stream.parent}': read it with synkro_dagster.connectors.streams.read_stream"
+            )
         stats = ReadStats()
         pages = self._pages(stream, stream.http, cursor, stats)
         return StreamRead(parts=iter([BatchesPart(pages, name=stream.name)]), stats=stats)
 
-    def _url(self, options: HttpStreamOptions) -> str:
-        path = self.render(options.path, "http.path")
+    def read_children(
+        self, stream: StreamSpec, parents: Iterator[list[Record]], stats: ReadStats
+    ) -> Iterator[tuple[Record, list[Record]]]:
+        """(parent record, its child records) for each parent, in parent order.
+
+        The child endpoint of up to `http.concurrency` parents is read at once, every request
+        through `send` (the same rate budget, retries and redaction as any page); at most that
+        many parents' children are held in memory.
+        """
+        if stream.http is None:
+            raise HttpSourceError(
+                f"stream '{stream.name}' of spec '{self.source.name}' has no http"
+            )
+        options = stream.http
+        workers = options.concurrency
+
+        def fetch(parent: Record) -> tuple[list[Record], ReadStats]:
+            own = ReadStats()
+            records = [
+                r for page in self._pages(stream, options, None, own, parent=parent) for r in page
+            ]
+            return records, own
+
+        pending: deque[tuple[Record, Future]] = deque()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"synkro-{stream.name}")
+        try:
+            for batch in parents:
+                for parent in batch:
+                    pending.append((parent, pool.submit(fetch, parent)))
+                    while len(pending) >= workers:
+                        yield self._child_result(pending.popleft(), stats)
+            while pending:
+                yield self._child_result(pending.popleft(), stats)
+        finally:
+            # A failure (or the consumer stopping) cancels the parents not started yet.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _child_result(item: tuple[Record, Future], stats: ReadStats) -> tuple[Record, list[Record]]:
+        parent, future = item
+        records, own = future.result()
+        stats.pages += own.pages
+        stats.bytes += own.bytes
+        return parent, records
+
+    def _url(self, options: HttpStreamOptions, parent: Mapping[str, Any] | None = None) -> str:
+        path = self.render(options.path, "http.path", parent)
         if path.startswith(("http://", "https://")):
             return path
         base = self.render(self.options.base_url, "http.base_url").rstrip("/")
         return f"{base}/{path.lstrip('/')}" if path else base
 
     def _pages(
-        self, stream: StreamSpec, options: HttpStreamOptions, cursor: str | None, stats: ReadStats
+        self,
+        stream: StreamSpec,
+        options: HttpStreamOptions,
+        cursor: str | None,
+        stats: ReadStats,
+        parent: Mapping[str, Any] | None = None,
     ) -> Iterator[Batch]:
         src = self.options
         name = stream.name
@@ -803,11 +872,13 @@ class HttpSession:
         records_path = options.records or src.records
         total_spec: Total | None = options.total or src.total
         auth = self._auth(options.auth or src.auth)
-        url = self._url(options)
+        url = self._url(options, parent)
         params: dict[str, Any] = {}
         for key, value in {**src.params, **options.params}.items():
             params[key] = (
-                self.render(value, f"http.params.{key}") if isinstance(value, str) else value
+                self.render(value, f"http.params.{key}", parent if key in options.params else None)
+                if isinstance(value, str)
+                else value
             )
         headers = {
             key: self.render(value, f"http.headers.{key}")

@@ -63,10 +63,11 @@ class TableTarget:
         return cls(
             schema=source.target_schema,
             table=source.table_for(stream),
-            primary_key=list(stream.primary_key),
+            # Landed names: a spec's rename / naming rule applies to keys, cursor and hints too.
+            primary_key=source.landed_primary_key(stream),
             write_mode=stream.write_mode,
-            cursor_field=stream.cursor.field if stream.cursor else None,
-            column_hints=dict(stream.columns),
+            cursor_field=source.landed_cursor(stream),
+            column_hints=source.landed_hints(stream),
         )
 
 

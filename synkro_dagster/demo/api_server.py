@@ -14,6 +14,7 @@ endpoint ignoring the filter. Tests mutate data through the handle (or POST /_ad
 
 Routes (all JSON):
     /shop/api/v1/{customers,products,orders}   bearer; page_number (page, per_page); updated_since
+    /shop/api/v1/orders/{id}/lines             bearer; one order's lines (a child endpoint)
     /crm/oauth/token                           POST, client credentials -> access_token
     /crm/v3/contacts                           OAuth2; cursor (after, limit); modified_after
     /crm/v3/deals                              OAuth2; offset (offset, limit); modified_after
@@ -392,6 +393,9 @@ class ApiApp:
         base = f"http://{host}"
         if path == "/crm/oauth/token" and method == "POST":
             return self._token(headers, body)
+        if len(parts) == 6 and parts[:4] == ["shop", "api", "v1", "orders"] and parts[5] == "lines":
+            denied = self._check_bearer(headers, self.credentials.bearer_token)
+            return denied or self._order_lines(parts[4], query)
         if len(parts) == 4 and parts[:3] == ["shop", "api", "v1"]:
             denied = self._check_bearer(headers, self.credentials.bearer_token)
             return denied or self._list(
@@ -606,6 +610,23 @@ class ApiApp:
         if duplicate and chunk:
             chunk.append(dict(chunk[0]))
         return Response(200, body, headers)
+
+    def _order_lines(self, order_id: str, query: dict[str, str]) -> Response:
+        """One order's lines (a child endpoint), page_number paginated like the collections."""
+        orders = self.store.collections["shop.orders"]
+        order = orders.get(int(order_id)) if order_id.isdigit() else None
+        if order is None:
+            return Response(404, {"error": f"no order {order_id}"})
+        lines = [
+            {"line_no": number, **item}
+            for number, item in enumerate(order.get("line_items") or [], start=1)
+        ]
+        per_page = max(1, min(int(query.get("per_page", 50)), 1000))
+        page = max(1, int(query.get("page", 1)))
+        chunk = lines[(page - 1) * per_page : page * per_page]
+        meta = {"page": page, "per_page": per_page, "total": len(lines)}
+        meta["total_pages"] = math.ceil(len(lines) / per_page)
+        return Response(200, {"data": chunk, "meta": meta}, {"X-Total-Count": str(len(lines))})
 
     # -- admin
 

@@ -248,7 +248,9 @@ class HttpSourceOptions(_Model):
         declared = set(source.config)
         problems: list[str] = []
 
-        def templates(where: str, options: HttpSourceOptions | HttpStreamOptions) -> None:
+        def templates(
+            where: str, options: HttpSourceOptions | HttpStreamOptions, child: bool = False
+        ) -> None:
             found: list[tuple[str, str]] = []
             if isinstance(options, HttpSourceOptions):
                 found.append(("http.base_url", options.base_url))
@@ -263,14 +265,29 @@ class HttpSourceOptions(_Model):
                 found.append(("http.auth.token_url", auth.token_url))
             if isinstance(auth, BasicAuth) and auth.username:
                 found.append(("http.auth.username", auth.username))
+            from_parent = []
             for field, text in found:
                 for name in PLACEHOLDER.findall(text):
+                    if (
+                        child
+                        and name not in declared
+                        and field.startswith(("http.path", "http.params"))
+                    ):
+                        # A child stream's path and params take the parent record's fields.
+                        from_parent.append(name)
+                        continue
                     if name not in declared:
                         allowed = ", ".join(sorted(declared)) or "none declared"
                         problems.append(
                             f"{where}field '{field}': placeholder '{{{name}}}' is not declared "
                             f"in the spec's config: (declared: {allowed})"
                         )
+            if child and not from_parent:
+                problems.append(
+                    f"{where}field 'http.path': a child stream needs a placeholder naming a field "
+                    "of its parent's records (e.g. /orders/{id}/lines), else every parent record "
+                    "would read the same URL"
+                )
             for field, secret in _auth_secrets(auth):
                 if secret not in source.secrets:
                     allowed = ", ".join(source.secrets) or "none declared"
@@ -281,10 +298,12 @@ class HttpSourceOptions(_Model):
 
         templates("", self)
         for stream in source.streams:
+            if stream.unnest is not None:
+                continue  # read from its parent's records, not from an endpoint of its own
             if stream.http is None:
                 problems.append(f"stream '{stream.name}': field 'http': required (path, ...)")
                 continue
-            templates(f"stream '{stream.name}', ", stream.http)
+            templates(f"stream '{stream.name}', ", stream.http, child=stream.parent is not None)
         if problems:
             # A custom error keeps pydantic's "Value error, " prefix off the message.
             raise PydanticCustomError("http_spec", "{problems}", {"problems": "\n".join(problems)})
@@ -306,6 +325,13 @@ class HttpStreamOptions(_Model):
     pagination: PaginationField | None = None
     auth: AuthField | None = None
     total: Total | None = None
+    concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="child streams: parent records whose child endpoint is read at once "
+        "(all requests share the source's rate budget)",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from synkro_dagster.specs.columns import ColumnControl, Naming, landed_name, split_columns
 from synkro_dagster.specs.files import FilesSourceOptions, FilesStreamOptions
 from synkro_dagster.specs.http import HttpSourceOptions, HttpStreamOptions
 from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
@@ -74,6 +75,15 @@ def _secrets_as_mapping(value: Any) -> Any:
     return value
 
 
+def _hints_and_control(data: Any) -> Any:
+    # `columns:` holds type hints and the column-control keys (select, exclude, rename, hash);
+    # the model keeps them apart so every engine reads `columns` as plain type hints.
+    if isinstance(data, dict) and "columns" in data and "column_control" not in data:
+        hints, control = split_columns(data["columns"])
+        data = {**data, "columns": hints, "column_control": control}
+    return data
+
+
 class StreamSpec(StrictModel):
     name: str
     description: str = ""
@@ -83,6 +93,27 @@ class StreamSpec(StrictModel):
     table: str | None = Field(default=None, description="target table; default <spec>_<stream>")
     columns: dict[str, ColumnType] = Field(
         default_factory=dict, description="column type hints, overriding inference"
+    )
+    column_control: ColumnControl = Field(
+        default_factory=ColumnControl,
+        description="select/exclude/rename/hash, given as reserved keys of `columns:`",
+    )
+    naming: Naming | None = Field(
+        default=None, description="overrides the spec's naming for this stream"
+    )
+    parent: str | None = Field(
+        default=None,
+        description="a stream of the same spec: this stream is read once per parent record "
+        "(http path placeholders from the parent's fields) or unnested from it (`unnest`)",
+    )
+    unnest: str | None = Field(
+        default=None,
+        description="field (dotted path) of the parent record holding this stream's records",
+    )
+    parent_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="parent field -> column in this stream's table; default <parent>_<field> "
+        "for the parent's primary key and cursor fields",
     )
     http: HttpStreamOptions | None = None
     sql: SqlStreamOptions | None = None
@@ -94,6 +125,11 @@ class StreamSpec(StrictModel):
         if not SLUG.match(value):
             raise ValueError("must be lowercase letters, digits and _ (starting with a letter)")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_columns(cls, data: Any) -> Any:
+        return _hints_and_control(data)
 
     @model_validator(mode="after")
     def _keys(self) -> StreamSpec:
@@ -107,6 +143,14 @@ class SourceSpec(StrictModel):
     engine: Engine
     description: str = ""
     target_schema: str = Field(default="public", alias="schema")
+    naming: Naming = Field(
+        default="as_is",
+        description="as_is (default) or snake_case: how source field names become columns",
+    )
+    hash_salt_secret: str = Field(
+        default="hash_salt",
+        description="integration secret whose value salts the columns listed in columns.hash",
+    )
     config: dict[str, ConfigField] = Field(
         default_factory=dict,
         description="plain config an integration provides ({name} in templates)",
@@ -150,6 +194,7 @@ class SourceSpec(StrictModel):
                 used = [s.name for s in self.streams if getattr(s, engine) is not None]
                 if getattr(self, engine) is not None or used:
                     raise ValueError(f"'{engine}' options given but the engine is '{self.engine}'")
+        self._check_columns_and_children()
         # Each engine checks what only it understands (placeholders, pagination fields, ...).
         options = getattr(self, self.engine)
         if options is None and self.engine == "files":
@@ -158,6 +203,135 @@ class SourceSpec(StrictModel):
         if check is not None:
             check(self)
         return self
+
+    def _check_columns_and_children(self) -> None:
+        problems: list[str] = []
+        by_name = {s.name: s for s in self.streams}
+        for stream in self.streams:
+            where = f"stream '{stream.name}'"
+            control = stream.column_control
+            if control.hash and self.hash_salt_secret not in self.secrets:
+                problems.append(
+                    f"{where}, field 'columns.hash': the salt secret '{self.hash_salt_secret}' "
+                    "is not declared in the spec's secrets: (add it, or set hash_salt_secret)"
+                )
+            parent_columns = set(self.parent_key_columns(stream).values()) if stream.parent else ()
+            for key in stream.primary_key:
+                if key not in parent_columns and not control.keeps(key):
+                    problems.append(
+                        f"{where}, field 'primary_key': '{key}' is left out by columns.select/exclude"
+                    )
+            if stream.cursor is not None:
+                if not control.keeps(stream.cursor.field):
+                    problems.append(
+                        f"{where}, field 'cursor.field': '{stream.cursor.field}' is left out by "
+                        "columns.select/exclude"
+                    )
+                if stream.cursor.field in control.hash:
+                    problems.append(
+                        f"{where}, field 'columns.hash': the cursor field "
+                        f"'{stream.cursor.field}' cannot be hashed"
+                    )
+            if stream.parent is None:
+                if stream.unnest is not None or stream.parent_columns:
+                    problems.append(f"{where}: 'unnest' and 'parent_columns' need a 'parent'")
+                continue
+            parent = by_name.get(stream.parent)
+            if parent is None or parent is stream:
+                problems.append(
+                    f"{where}, field 'parent': '{stream.parent}' is not another stream of this "
+                    f"spec (streams: {', '.join(by_name)})"
+                )
+                continue
+            if parent.parent is not None:
+                problems.append(
+                    f"{where}, field 'parent': '{parent.name}' is itself a child of "
+                    f"'{parent.parent}'; one level of parents is supported"
+                )
+            if stream.cursor is not None:
+                problems.append(
+                    f"{where}, field 'cursor': a child stream follows its parent's cursor "
+                    f"(it reads the children of the parent records changed since its last sync); "
+                    "remove it"
+                )
+            if stream.unnest is None and self.engine != "http":
+                problems.append(
+                    f"{where}: a child stream of a {self.engine} spec needs 'unnest' (the parent "
+                    "field holding its records); reading one request per parent is http only"
+                )
+            if stream.unnest is not None and self.engine == "files":
+                problems.append(f"{where}, field 'unnest': not supported for files streams")
+            if stream.unnest is not None and getattr(stream, self.engine) is not None:
+                problems.append(
+                    f"{where}: an unnested child stream is read from its parent; remove its "
+                    f"'{self.engine}' block"
+                )
+            if not parent.primary_key:
+                problems.append(
+                    f"{where}, field 'parent': the parent '{parent.name}' has no primary_key "
+                    "to land in the child's rows"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+
+    def naming_for(self, stream: StreamSpec) -> Naming:
+        return stream.naming or self.naming
+
+    def landed(self, stream: StreamSpec, field: str) -> str:
+        """The column the source field `field` of `stream` lands in (rename, naming)."""
+        return landed_name(field, stream.column_control, self.naming_for(stream))
+
+    def parent_key_columns(self, stream: StreamSpec) -> dict[str, str]:
+        """Parent source field -> column of the child table, for the parent's primary key and
+        cursor fields (plus any extra `parent_columns`)."""
+        if stream.parent is None:
+            return {}
+        parent = next((s for s in self.streams if s.name == stream.parent), None)
+        if parent is None:
+            return {}
+        fields = list(parent.primary_key)
+        if parent.cursor is not None:
+            fields.append(parent.cursor.field)
+        mapping = {
+            field: stream.parent_columns.get(field)
+            or landed_name(
+                f"{parent.name}_{self.landed(parent, field)}",
+                ColumnControl(),
+                self.naming_for(stream),
+            )
+            for field in fields
+        }
+        for field, column in stream.parent_columns.items():
+            mapping.setdefault(field, column)
+        return mapping
+
+    def landed_primary_key(self, stream: StreamSpec) -> list[str]:
+        parent_columns = set(self.parent_key_columns(stream).values())
+        return [k if k in parent_columns else self.landed(stream, k) for k in stream.primary_key]
+
+    def landed_cursor(self, stream: StreamSpec) -> str | None:
+        """The column holding the stream's cursor: its own, or for a child its parent's."""
+        if stream.cursor is not None:
+            return self.landed(stream, stream.cursor.field)
+        if stream.parent is not None:
+            parent = self.stream(stream.parent)
+            if parent.cursor is not None:
+                return self.parent_key_columns(stream)[parent.cursor.field]
+        return None
+
+    def landed_hints(self, stream: StreamSpec) -> dict[str, str]:
+        """Type hints by landed column (hashed columns are text whatever the hint says)."""
+        hints = {self.landed(stream, field): kind for field, kind in stream.columns.items()}
+        for field in stream.column_control.hash:
+            hints[self.landed(stream, field)] = "text"
+        if stream.parent is not None:
+            parent = self.stream(stream.parent)
+            parent_hints = self.landed_hints(parent)
+            for field, column in self.parent_key_columns(stream).items():
+                kind = parent_hints.get(self.landed(parent, field))
+                if kind is not None:
+                    hints.setdefault(column, kind)
+        return hints
 
     def stream(self, name: str) -> StreamSpec:
         for stream in self.streams:

@@ -53,6 +53,8 @@ class SqlSourceOptions(_SqlModel):
             )
         for stream in source.streams:
             where = f"stream '{stream.name}'"
+            if stream.unnest is not None:
+                continue  # read from its parent's records
             if stream.sql is None:
                 raise ValueError(
                     f"{where}: a sql stream needs 'sql: {{table: ...}}' or 'sql: {{query: ...}}'"
