@@ -157,6 +157,10 @@ class ReadStats:
     files_rejected: int = 0
     records: int = 0
     source_total: int | None = None  # a total the source reported (body field, header, manifest)
+    # Files set aside by this read: (file name, the first line of the reason), in order.
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    # Text encodings detected (not declared) per file: "cp1251 (confidence 0.98)".
+    encodings: dict[str, str] = field(default_factory=dict)
 
 
 class Part:
@@ -169,13 +173,21 @@ class Part:
 
     name: str = "stream"
     isolated: bool = False
-    # A content hash (files): the data layer records it in synkro.processed_files in the same
-    # transaction as the part's rows and skips a part whose identity is already recorded, so a
-    # file is loaded exactly once even if moving it after the commit never happened.
+    # A content hash (files): the data layer records it with the part's name in
+    # synkro.processed_files in the same transaction as the part's rows and skips an upload that
+    # is already recorded, so a file is loaded exactly once even if moving it never happened.
     identity: str | None = None
+    # With an identity: the export id a manifest gave, and what counts as already loaded —
+    # "upload" (the same name, export id and content hash) or "content" (the hash alone).
+    export_id: str | None = None
+    dedupe: str = "upload"
 
     def batches(self) -> Iterator[Batch]:
         raise NotImplementedError
+
+    def locate(self, index: int) -> str | None:
+        """Where record `index` (0-based) of the part is, e.g. "line 57", for error messages."""
+        return None
 
     def before_commit(self, connection: Any) -> None:
         """Runs inside the load transaction after the part's rows are staged (a SQLAlchemy Connection)."""

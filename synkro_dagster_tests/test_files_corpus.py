@@ -191,13 +191,33 @@ def test_same_named_files_are_suffixed_not_overwritten(tmp_path: Path) -> None:
     assert "'x3' is not a number" in (inbox / "quarantine/orders_bad.2.csv.error.txt").read_text()
 
 
-def test_files_are_read_oldest_first(tmp_path: Path) -> None:
+def test_files_without_export_timestamps_are_applied_in_name_order(tmp_path: Path) -> None:
     inbox = tmp_path / "acme"
-    drop(inbox, "orders_b.csv", b"id,amount\n1,2\n", age=100)
-    drop(inbox, "orders_a.csv", b"id,amount\n1,3\n", age=50)
-    drop(inbox, "orders_c.csv", b"id,amount\n1,4\n", age=200)
+    # Modification times say nothing here (a copy tool sets them): the names are the order.
+    drop(inbox, "orders_2026-11-02.csv", b"id,amount\n1,2\n", age=100)
+    drop(inbox, "orders_2026-11-01.csv", b"id,amount\n1,3\n", age=50)
+    drop(inbox, "orders_2026-11-03.csv", b"id,amount\n1,4\n", age=200)
     _, out = read_stream(tmp_path, "orders")
-    assert list(out.records) == ["orders_c.csv", "orders_b.csv", "orders_a.csv"]
+    assert list(out.records) == [
+        "orders_2026-11-01.csv",
+        "orders_2026-11-02.csv",
+        "orders_2026-11-03.csv",
+    ]
+
+
+def test_files_whose_manifests_give_export_timestamps_are_applied_oldest_export_first(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "acme"
+    stamps = {"orders_a.csv": "2026-11-03T01:30:00+03:00", "orders_b.csv": "2026-11-01T23:00:00Z"}
+    stamps["orders_c.csv"] = "2026-11-02T12:00:00"  # naive: read as UTC
+    for name, stamp in stamps.items():
+        content = f"id,amount\n1,{len(name)}\n".encode()
+        drop(inbox, name, content)
+        drop(inbox, f"{name}.sha256", f"{sha256(content)}  {name}\n# exported_at: {stamp}\n")
+    _, out = read_stream(tmp_path, "orders")
+    # 2026-11-01T23:00Z, 2026-11-02T12:00Z, 2026-11-02T22:30Z
+    assert list(out.records) == ["orders_b.csv", "orders_c.csv", "orders_a.csv"]
 
 
 def test_files_of_other_streams_and_other_integrations_are_not_touched(tmp_path: Path) -> None:

@@ -103,8 +103,8 @@ def test_a_file_left_in_the_inbox_after_its_commit_is_not_loaded_twice(
     assert not (inbox / "events_1.ndjson").exists()
     assert (inbox / "processed" / "events_1.ndjson").exists()
 
-    # The same content uploaded again under another name is recognised by its hash.
-    drop(inbox, "events_again.ndjson", '{"id": 1, "at": "2026-11-01T10:00:00"}\n{"id": 2}\n')
+    # The same upload (name and content) arriving again is a duplicate: skipped.
+    drop(inbox, "events_1.ndjson", '{"id": 1, "at": "2026-11-01T10:00:00"}\n{"id": 2}\n')
     _, again = _sync(database_url, tmp_path, source, "events", "run-3")
     assert (again.parts_skipped, again.rows_inserted) == (1, 0)
     assert _rows(engine, "select count(*) from public.drops_events") == [(2,)]

@@ -1,13 +1,17 @@
 """FileDropConnector: reads the files dropped into an integration's inbox, one part per file.
 
-Each complete file of a stream becomes one isolated `Part` whose identity is the file's SHA-256:
-the data layer records that hash with the file's rows in one transaction and skips a hash it has
-already recorded, so a file lands exactly once even if the move to `processed/` never happened.
-A file with bad data is rolled back alone and moved to `quarantine/` with `<name>.error.txt`.
+Each complete file of a stream becomes one isolated `Part`, applied oldest export first. Its
+identity is the upload: the file's name (plus the manifest's export id) and its SHA-256. The data
+layer records it with the file's rows in one transaction and skips an upload it has already
+recorded, so a file lands exactly once even if the move to `processed/` never happened, while a
+new export with the same bytes as an older one loads again (the latest export wins).
+Any error the file's content causes — reading, converting, or PostgreSQL rejecting a value —
+rolls back that file alone and moves it to `quarantine/` with `<name>.error.txt`.
 """
 
 from __future__ import annotations
 
+import csv
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,12 +26,15 @@ from synkro_dagster.connectors.files_formats import RawBatch, read_batches
 from synkro_dagster.connectors.files_inbox import (
     DroppedFile,
     HashCache,
+    Manifest,
+    export_order,
     inbox_dir,
     move_to_processed,
     move_to_quarantine,
-    read_manifest,
+    read_manifest_info,
     ready_files,
     resolve_inbox_root,
+    split_reason,
 )
 from synkro_dagster.connectors.files_values import (
     ColumnConverter,
@@ -97,8 +104,8 @@ class FileDropSession:
         self.inbox = inbox
 
     def read(self, stream: StreamSpec, cursor: str | None) -> StreamRead:
-        """The stream's complete files, oldest first, as parts. `cursor` is not used: which
-        files were loaded is known by their hashes, not by a cursor."""
+        """The stream's complete files, oldest export first, as parts. `cursor` is not used:
+        which files were loaded is known by their uploads (name + hash), not by a cursor."""
         options = FileOptions.resolve(self.source, stream)
         stats = ReadStats()
         return StreamRead(
@@ -109,14 +116,18 @@ class FileDropSession:
 
     def _parts(self, stream: StreamSpec, options: FileOptions, stats: ReadStats) -> Iterator[Part]:
         listed = ready_files(self.inbox, [(stream, options)], self.connector.stable_seconds)
-        for dropped in listed:
+        for dropped in export_order(listed):
             if not dropped.path.exists():
                 continue  # taken by a concurrent run
-            identity = _hashes.hash(dropped)
+            try:
+                identity = _hashes.hash(dropped)
+            except FileNotFoundError:
+                continue
             # Changed while it was hashed: still being written; the next sync takes it.
             if not dropped.unchanged():
                 continue
-            yield FilePart(self, stream, options, dropped, identity, stats)
+            manifest = read_manifest_info(dropped.path)
+            yield FilePart(self, stream, options, dropped, identity, stats, manifest)
 
 
 class FilePart(Part):
@@ -132,6 +143,7 @@ class FilePart(Part):
         dropped: DroppedFile,
         identity: str,
         stats: ReadStats,
+        manifest: Manifest | None = None,
     ) -> None:
         self.session = session
         self.stream = stream
@@ -142,14 +154,41 @@ class FilePart(Part):
         self.name = dropped.path.name
         self.path = dropped.path
         self.records = 0
+        self.manifest = manifest
+        self.export_id = manifest.export_id if manifest is not None else None
+        self.dedupe = options.dedupe
 
     def batches(self) -> Iterator[Batch]:
-        declared = read_manifest(self.path)
+        try:
+            yield from self._batches()
+        except SourceDataError:
+            raise
+        except RecursionError:
+            raise SourceDataError(
+                f"{self.name}: a value is nested too deep to read (JSON objects or arrays "
+                "inside each other beyond Python's recursion limit)"
+            ) from None
+        except csv.Error as exc:
+            raise SourceDataError(f"{self.name}: malformed CSV ({_one_line(exc)})") from None
+        except (ValueError, ArithmeticError, LookupError, UnicodeError, EOFError) as exc:
+            # Whatever else the file's content makes a parser raise is still this file's fault.
+            raise SourceDataError(
+                f"{self.name}: cannot read the file ({type(exc).__name__}: {_one_line(exc)})"
+            ) from None
+
+    def _batches(self) -> Iterator[Batch]:
+        manifest = self.manifest
+        declared = manifest.sha256 if manifest is not None else None
         if declared is not None and declared != self.identity:
             raise SourceDataError(
                 f"{self.name}: content does not match its manifest {self.name}.sha256 "
                 f"(manifest {declared[:16]}…, file {self.identity[:16]}…): incomplete or "
                 "altered upload"
+            )
+        if manifest is not None and manifest.exported_at_error:
+            raise SourceDataError(
+                f"{self.name}: its manifest {self.name}.sha256 is unreadable: "
+                f"{manifest.exported_at_error}"
             )
         converters = {
             column: converter
@@ -165,7 +204,9 @@ class FilePart(Part):
             and (converter := make_column_converter(kind, self.options)) is not None
         }
         size = self.session.connector.batch_rows
-        raws = read_batches(self.path, self.options, list(self.stream.primary_key), size)
+        raws = read_batches(
+            self.path, self.options, list(self.stream.primary_key), size, self.stats.encodings
+        )
         while True:
             with _no_cycle_collection():
                 raw = next(raws, None)
@@ -192,7 +233,11 @@ class FilePart(Part):
         columns: list[Any] = list(zip(*raw.rows, strict=True))
         for index, name in enumerate(names):
             column = columns[index]
-            if "" in column:  # an empty field is null
+            if raw.text:
+                self._check_text(raw, name, column)
+            # An unquoted empty field is null; a quoted one ("") stays an empty string in a text
+            # column, while a typed column has no empty value but null.
+            if (raw.empty_is_null or name in converters) and "" in column:
                 column = list(map(_EMPTY_IS_NULL.get, column, column))
             convert = column_converters.get(name)
             if convert is not None:
@@ -207,6 +252,35 @@ class FilePart(Part):
                 where = raw.where(column.index(None))
                 raise SourceDataError(f"{self.name} {where}: primary key '{key}' is empty")
         return list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
+
+    def _check_text(self, raw: RawBatch, name: str, column: tuple[Any, ...]) -> None:
+        """PostgreSQL cannot store a NUL character in text: name the row instead of failing the
+        stream at COPY time."""
+        try:
+            joined = "".join(column)
+        except TypeError:
+            joined = "".join(v for v in column if v is not None)
+        if "\x00" not in joined:
+            return
+        index = next(i for i, v in enumerate(column) if v is not None and "\x00" in v)
+        raise SourceDataError(
+            f"{self.name} {raw.where(index)}, column '{name}': {_show(column[index])} contains a "
+            "NUL character (byte 00), which PostgreSQL cannot store in text"
+        )
+
+    def locate(self, index: int) -> str | None:
+        """Where record `index` of this file is: re-reads the file (only on the error path)."""
+        try:
+            start = 0
+            size = self.session.connector.batch_rows
+            keys = list(self.stream.primary_key)
+            for raw in read_batches(self.path, self.options, keys, size):
+                if index < start + len(raw.rows):
+                    return raw.where(index - start)
+                start += len(raw.rows)
+        except Exception:  # noqa: BLE001 - a place is a courtesy; the error is reported anyway
+            return None
+        return None
 
     def _raise_for_value(
         self, raw: RawBatch, name: str, column: list[Any], convert: Converter
@@ -244,6 +318,7 @@ class FilePart(Part):
 
     def rejected(self, error: SourceDataError) -> None:
         self.stats.files_rejected += 1
+        self.stats.rejected.append((self.name, split_reason(str(error))[0]))
         move_to_quarantine(
             self.path,
             str(error),
@@ -251,6 +326,7 @@ class FilePart(Part):
                 "integration": self.session.integration.id,
                 "stream": self.stream.name,
                 "sha256": self.identity or "",
+                **({"export id": self.export_id} if self.export_id else {}),
                 "size": f"{self.dropped.size} bytes",
             },
         )
@@ -272,6 +348,11 @@ def _no_cycle_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _show(value: Any) -> str:

@@ -15,6 +15,7 @@ import codecs
 import csv
 import io
 import json
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,13 @@ from synkro_dagster.specs.files import FileOptions
 SAMPLE_BYTES = 64 * 1024
 # Encodings told apart by detection when the spec fixes none; others must be named in the spec.
 DETECTED_ENCODINGS = ["cp1251", "cp1252"]
+# Below this confidence a detected single-byte encoding is a guess: the file is rejected and the
+# spec must name the encoding (a cp1252 file whose only non-ASCII character is € reads as cp1251
+# just as well).
+MIN_ENCODING_CONFIDENCE = 0.6
+# JSON objects and arrays nested deeper than this are rejected (PostgreSQL's jsonb and Python's
+# own encoders recurse per level).
+MAX_JSON_DEPTH = 100
 DELIMITERS = (";", ",", "\t")
 TEXT_BUFFER = 1024 * 1024
 
@@ -48,6 +56,8 @@ class RawBatch:
     rows: list[Any]
     first: int = 0  # index of rows[0] among the file's data rows
     locate: Callable[[int], str] | None = None
+    text: bool = False  # every value is a str (or None): CSV
+    empty_is_null: bool = True  # "" still means null (CSV rows whose empties were not resolved)
 
     def where(self, index: int) -> str:
         """Where row `index` of this batch is in the file: "line 57", "record 3", ..."""
@@ -63,11 +73,16 @@ def describe(where: int | str) -> str:
 
 
 def read_batches(
-    path: Path, options: FileOptions, primary_key: list[str], size: int
+    path: Path,
+    options: FileOptions,
+    primary_key: list[str],
+    size: int,
+    encodings: dict[str, str] | None = None,
 ) -> Iterator[RawBatch]:
-    """The file's rows in file order, `size` at a time."""
+    """The file's rows in file order, `size` at a time. A detected (not declared) text encoding
+    is reported in `encodings` by file name."""
     if options.format == "csv":
-        yield from _csv_batches(path, options, primary_key, size)
+        yield from _csv_batches(path, options, primary_key, size, encodings)
         return
     readers = {"xlsx": _xlsx_rows, "json": _json_records}
     rows = readers.get(options.format, _ndjson_records)(path, options, primary_key)
@@ -90,7 +105,7 @@ def read_batches(
 
 def detect_encoding(path: Path) -> tuple[str, str]:
     """(encoding, how it was chosen) from the first 64 KB: BOM, then valid UTF-8, then
-    charset-normalizer among DETECTED_ENCODINGS."""
+    words read as cp1251 or cp1252 (`cyrillic_or_western`), refused below MIN_ENCODING_CONFIDENCE."""
     with path.open("rb") as handle:
         sample = handle.read(SAMPLE_BYTES)
     if sample.startswith(codecs.BOM_UTF8):
@@ -103,15 +118,56 @@ def detect_encoding(path: Path) -> tuple[str, str]:
         return "utf-8", "detected from the first 64 KB"
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(sample, cp_isolation=DETECTED_ENCODINGS).best()
-    if best is None:
+    candidates = []
+    for encoding in DETECTED_ENCODINGS:
+        try:
+            candidates.append((encoding, sample.decode(encoding)))
+        except UnicodeDecodeError:
+            continue
+    if not candidates:
         raise SourceDataError(
             f"{path.name}: cannot tell its text encoding (tried UTF-8, "
             f"{', '.join(DETECTED_ENCODINGS)}); set files.encoding in the spec"
         )
-    return best.encoding, "detected from the first 64 KB"
+    if len(candidates) == 1:
+        return candidates[0][0], "detected, confidence 1.00: the only one that decodes it"
+    encoding, confidence = cyrillic_or_western(sample)
+    if confidence < MIN_ENCODING_CONFIDENCE:
+        other = next(e for e in DETECTED_ENCODINGS if e != encoding)
+        raise SourceDataError(
+            f"{path.name}: its text encoding is uncertain: {encoding} with confidence "
+            f"{confidence:.2f}, below {MIN_ENCODING_CONFIDENCE}, and {other} reads it as well; "
+            "set files.encoding in the spec"
+        )
+    return encoding, f"detected, confidence {confidence:.2f}"
+
+
+_RUSSIAN = set("абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ")
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def cyrillic_or_western(sample: bytes) -> tuple[str, float]:
+    """cp1251 or cp1252 for bytes both decode, and the confidence (0.5 = no evidence either way).
+
+    Words are read as cp1251. A word of two or more Russian letters is evidence for cp1251; a
+    word that mixes ASCII letters with non-ASCII ones ("Cafй" = cp1252's "Café") is evidence for
+    cp1252. charset-normalizer is not asked: on short samples it reads a lone "€" (0x80) as
+    cp1251's "Ђ" and a Russian text as "Italian" in cp1252.
+    """
+    text = sample.decode("cp1251")
+    cyrillic = western = 0
+    for word in _WORD.findall(text):
+        if word.isascii():
+            continue
+        if len(word) >= 2 and all(char in _RUSSIAN for char in word):
+            cyrillic += len(word)
+        elif any(char.isascii() for char in word):
+            western += len(word)
+    if cyrillic == western:
+        return ("cp1251" if cyrillic else "cp1252"), 0.5
+    if cyrillic > western:
+        return "cp1251", cyrillic / (cyrillic + western)
+    return "cp1252", western / (cyrillic + western)
 
 
 def _decode_error(path: Path, encoding: str, how: str) -> SourceDataError:
@@ -207,9 +263,14 @@ def _csv_header(
     if not first.strip():
         raise SourceDataError(f"{path.name}: the file is empty (no header row)")
     delimiter = options.delimiter or sniff_delimiter(first)
-    # The header line is read on its own (to sniff); the rest goes through the csv reader.
-    header = next(csv.reader([first], delimiter=delimiter, quotechar=options.quotechar))
     header_line = options.skip_rows + 1
+    # The header line is read on its own (to sniff); the rest goes through the csv reader.
+    try:
+        header = next(csv.reader([first], delimiter=delimiter, quotechar=options.quotechar))
+    except csv.Error as exc:
+        raise SourceDataError(
+            f"{path.name} line {header_line}: malformed CSV header ({exc})"
+        ) from None
     width = len(header)
     # A trailing delimiter (common in 1C exports) gives unnamed last columns: ignore them.
     while header and not header[-1].strip():
@@ -218,8 +279,8 @@ def _csv_header(
     return _CsvLayout(enc[0], enc[1], delimiter, options.quotechar, header_line, names, width)
 
 
-def _is_blank(row: list[str]) -> bool:
-    return not row or (len(row) == 1 and not row[0].strip())
+def _is_blank(row: list[Any]) -> bool:
+    return not row or (len(row) == 1 and not (row[0] or "").strip())
 
 
 def _csv_locator(path: Path, options: FileOptions, layout: _CsvLayout) -> Callable[[int], str]:
@@ -244,13 +305,22 @@ def _csv_locator(path: Path, options: FileOptions, layout: _CsvLayout) -> Callab
 
 
 def _csv_batches(
-    path: Path, options: FileOptions, primary_key: list[str], size: int
+    path: Path,
+    options: FileOptions,
+    primary_key: list[str],
+    size: int,
+    encodings: dict[str, str] | None = None,
 ) -> Iterator[RawBatch]:
     enc = (options.encoding, "set by the spec") if options.encoding else detect_encoding(path)
+    if encodings is not None and not options.encoding:
+        encodings[path.name] = f"{enc[0]} ({enc[1]})"
     handle = _open_text(path, enc[0])
     try:
         layout = _csv_header(path, handle, options, primary_key, enc)
         locate = _csv_locator(path, options, layout)
+        if options.quoted_empty == "empty" and _may_quote_empty(path, layout):
+            yield from _csv_batches_keeping_quoted_empty(path, handle, layout, size, locate)
+            return
         names, named = layout.names, len(layout.names)
         reader = csv.reader(
             handle, delimiter=layout.delimiter, quotechar=layout.quotechar, strict=True
@@ -269,12 +339,115 @@ def _csv_batches(
                 rows = _fixed_rows(path, rows, layout, index, locate)
                 if not rows:
                     continue
-            yield RawBatch(names, None, rows, index, locate)
+            yield RawBatch(names, None, rows, index, locate, text=True)
             index += len(rows)
     except UnicodeDecodeError:
         raise _decode_error(path, enc[0], enc[1]) from None
     finally:
         handle.close()
+
+
+def _may_quote_empty(path: Path, layout: _CsvLayout) -> bool:
+    """Whether the file holds two quote characters in a row anywhere (a quoted empty field is
+    `""`); most files do not, and they take the fast path where every empty field is null."""
+    name = codecs.lookup(layout.encoding).name
+    if name.startswith(("utf-16", "utf-32")):
+        return True
+    needle = (layout.quotechar * 2).encode("utf-8" if name == "utf-8-sig" else name)
+    tail = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(TEXT_BUFFER):
+            if needle in tail + chunk[: len(needle)] or needle in chunk:
+                return True
+            tail = chunk[-len(needle) + 1 :]
+    return False
+
+
+class _RecordedLines:
+    """The text lines a csv reader pulls, kept until taken: the raw text of the row just read
+    (the csv module reads no further than the end of the current row)."""
+
+    def __init__(self, handle: io.TextIOBase) -> None:
+        self._handle = handle
+        self._lines: list[str] = []
+
+    def __iter__(self) -> _RecordedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self._lines.append(line)
+        return line
+
+    def take(self) -> str:
+        text = "".join(self._lines)
+        self._lines.clear()
+        return text
+
+
+def quoted_empty_fields(raw: str, delimiter: str, quotechar: str) -> set[int]:
+    """Positions of the fields written as `""` in one CSV row's raw text (a row the csv module
+    accepted in strict mode, so every quoted field is closed)."""
+    found: set[int] = set()
+    index = pos = 0
+    while True:
+        if raw.startswith(quotechar, pos):
+            end = pos + 1
+            while True:
+                close = raw.find(quotechar, end)
+                if close == -1:
+                    return found
+                if raw.startswith(quotechar, close + 1):
+                    end = close + 2  # a doubled quote inside the field
+                    continue
+                break
+            if close == pos + 1:
+                found.add(index)
+            pos = close + 1
+        nxt = raw.find(delimiter, pos)
+        if nxt == -1:
+            return found
+        pos = nxt + 1
+        index += 1
+
+
+def _csv_batches_keeping_quoted_empty(
+    path: Path, handle: io.TextIOBase, layout: _CsvLayout, size: int, locate: Callable
+) -> Iterator[RawBatch]:
+    """Rows where an unquoted empty field is None and a quoted one ("") is "", as PostgreSQL's
+    COPY reads CSV. Python's csv module returns "" for both, so each row's raw text is looked at
+    — the slower path, taken only by files that hold `""` at all."""
+    lines = _RecordedLines(handle)
+    reader = csv.reader(lines, delimiter=layout.delimiter, quotechar=layout.quotechar, strict=True)
+    pair = layout.quotechar * 2
+    index = 0
+    while True:
+        rows: list[list[Any]] = []
+        try:
+            for row in reader:
+                raw = lines.take()
+                if "" in row:
+                    quoted = quoted_empty_fields(raw, layout.delimiter, layout.quotechar)
+                    if pair in raw:
+                        row = [
+                            None if v == "" and i not in quoted else v for i, v in enumerate(row)
+                        ]
+                    else:
+                        row = [None if v == "" else v for v in row]
+                rows.append(row)
+                if len(rows) >= size:
+                    break
+        except csv.Error as exc:
+            line = layout.header_line + reader.line_num
+            raise SourceDataError(f"{path.name} line {line}: malformed CSV ({exc})") from None
+        if not rows:
+            return
+        if set(map(len, rows)) != {len(layout.names)}:
+            rows = _fixed_rows(path, rows, layout, index, locate)
+            if not rows:
+                continue
+        yield RawBatch(layout.names, None, rows, index, locate, text=True, empty_is_null=False)
+        index += len(rows)
 
 
 def _fixed_rows(
@@ -287,7 +460,8 @@ def _fixed_rows(
         if len(row) != named:
             if _is_blank(row):
                 continue
-            if not (named < len(row) <= layout.width and not any(v.strip() for v in row[named:])):
+            extra = row[named:]
+            if not (named < len(row) <= layout.width and not any((v or "").strip() for v in extra)):
                 raise SourceDataError(
                     f"{path.name} {locate(index + len(fixed))}: {len(row)} fields, the header "
                     f"has {named} (delimiter {layout.delimiter!r})"
@@ -371,9 +545,64 @@ def _renamed(record: Any, where: int | str, path: Path, options: FileOptions) ->
         raise SourceDataError(
             f"{path.name} {describe(where)}: is a {type(record).__name__}, not an object (a record)"
         )
+    for key, value in record.items():
+        if isinstance(value, dict | list) and _too_deep(value):
+            raise SourceDataError(
+                f"{path.name} {describe(where)}, column '{key}': JSON nested more than "
+                f"{MAX_JSON_DEPTH} levels deep"
+            )
     if options.rename:
         return {options.rename.get(k, k): v for k, v in record.items()}
     return record
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether objects/arrays nest deeper than MAX_JSON_DEPTH below `value` (iteratively: a
+    recursive walk would itself fail on the values it is meant to catch)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's text on one line (parsers' messages carry newlines and carets)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _prefixed(
+    events: Iterator[tuple[str, Any]], path: Path, records_path: str
+) -> Iterator[tuple[str, str, Any]]:
+    """ijson's (prefix, event, value) events, built here with a depth limit.
+
+    ijson's own `parse` builds every event's prefix from the whole path, which for a document
+    nested 100,000 levels deep takes gigabytes before any record is complete; nesting beyond
+    MAX_JSON_DEPTH below the records is rejected instead."""
+    limit = (records_path.count(".") + 1 if records_path else 0) + 1 + MAX_JSON_DEPTH
+    stack: list[str | None] = []
+    for event, value in events:
+        if event == "map_key":
+            prefix = ".".join(map(str, stack[:-1]))
+            stack[-1] = value
+        elif event == "start_map" or event == "start_array":
+            prefix = ".".join(map(str, stack))
+            stack.append(None if event == "start_map" else "item")
+            if len(stack) > limit:
+                raise SourceDataError(
+                    f"{path.name}: JSON nested more than {MAX_JSON_DEPTH} levels deep "
+                    f"(at {prefix[:60] or 'the top level'}…)"
+                )
+        elif event == "end_map" or event == "end_array":
+            stack.pop()
+            prefix = ".".join(map(str, stack))
+        else:
+            prefix = ".".join(map(str, stack))
+        yield prefix, event, value
 
 
 def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
@@ -403,13 +632,20 @@ def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> I
             handle.seek(0)
         number = 0
         try:
-            for record in ijson.items(watched(ijson.parse(handle)), item_prefix):
+            events = _prefixed(ijson.basic_parse(handle, use_float=False), path, records_path)
+            for record in ijson.items(watched(events), item_prefix):
                 number += 1
                 where = f"record {number}"
                 yield where, _renamed(record, where, path, options)
         except ijson.JSONError as exc:
             where = f"after record {number}" if number else "before the first record"
-            raise SourceDataError(f"{path.name}: not valid JSON {where} ({exc})") from None
+            raise SourceDataError(
+                f"{path.name}: not valid JSON {where} ({_one_line(exc)})"
+            ) from None
+        except RecursionError:
+            raise SourceDataError(
+                f"{path.name} record {number + 1}: JSON nested too deep to read"
+            ) from None
     if not found["array"]:
         if not records_path:
             raise SourceDataError(f"{path.name}: the file is empty (no JSON array)")
@@ -436,6 +672,11 @@ def _ndjson_records(path: Path, options: FileOptions, primary_key: list[str]) ->
                 ) from None
             except ValueError as exc:
                 raise SourceDataError(
-                    f"{path.name} line {number}: not valid JSON ({exc})"
+                    f"{path.name} line {number}: not valid JSON ({_one_line(exc)})"
+                ) from None
+            except RecursionError:
+                raise SourceDataError(
+                    f"{path.name} line {number}: JSON nested too deep to read (more than "
+                    f"{MAX_JSON_DEPTH} levels)"
                 ) from None
             yield number, _renamed(value, number, path, options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -130,13 +131,66 @@ def sha256_file(path: Path) -> str:
 
 def read_manifest(path: Path) -> str | None:
     """The hash a `<name>.sha256` manifest declares (sha256sum or bare-hex format), if any."""
+    manifest = read_manifest_info(path)
+    return None if manifest is None else manifest.sha256
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a `<name>.sha256` manifest says: the content hash, and optionally which export it is.
+
+    The first line is sha256sum's `<hex>  <name>` (or the bare hex); further lines may add
+    `# export_id: <id>` and `# exported_at: <ISO 8601>` (`sha256sum -c` skips `#` lines).
+    `exported_at_error` says why an `exported_at` could not be read (the file is rejected).
+    """
+
+    sha256: str
+    export_id: str | None = None
+    exported_at: datetime | None = None
+    exported_at_error: str | None = None
+
+
+_MANIFEST_FIELD = re.compile(r"#?\s*(export_id|exported_at)\s*[:=]\s*(.*?)\s*")
+
+
+def read_manifest_info(path: Path) -> Manifest | None:
+    """The manifest beside `path`, if there is one."""
     manifest = manifest_path(path)
     try:
         text = manifest.read_text(encoding="utf-8-sig").strip()
     except FileNotFoundError:
         return None
-    token = text.split()[0].lower() if text else ""
-    return token
+    lines = text.splitlines()
+    token = lines[0].split()[0].lower() if lines and lines[0].split() else ""
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        match = _MANIFEST_FIELD.fullmatch(line.strip())
+        if match and match.group(2):
+            fields[match.group(1)] = match.group(2)
+    exported_at = None
+    error = None
+    if "exported_at" in fields:
+        try:
+            exported_at = datetime.fromisoformat(fields["exported_at"])
+        except ValueError:
+            error = f"exported_at {fields['exported_at']!r} is not an ISO 8601 timestamp"
+        else:
+            if exported_at.tzinfo is None:
+                exported_at = exported_at.replace(tzinfo=UTC)  # naive: read as UTC
+    return Manifest(token, fields.get("export_id"), exported_at, error)
+
+
+def export_order(files: list[DroppedFile]) -> list[DroppedFile]:
+    """Files of one stream in the order they are applied: oldest export first.
+
+    When every file's manifest gives `exported_at`, by that timestamp (then name); otherwise by
+    file name, which for exports named `<stream>_<date or counter>` is their export order.
+    """
+    manifests = {f.path: read_manifest_info(f.path) for f in files}
+    stamps = {p: m.exported_at if m is not None else None for p, m in manifests.items()}
+    if files and all(stamp is not None for stamp in stamps.values()):
+        return sorted(files, key=lambda f: (stamps[f.path], f.path.name))
+    return sorted(files, key=lambda f: f.path.name)
 
 
 class HashCache:
@@ -182,16 +236,40 @@ def move_to_processed(path: Path) -> Path | None:
     return _move(path, path.parent / PROCESSED)
 
 
+def split_reason(reason: str) -> tuple[str, str]:
+    """(one readable line, the details): the first line of `reason`, cut before a parenthesis it
+    does not close; the rest (a parser's multi-line message, a caret) goes to the details."""
+    lines = [line.rstrip() for line in reason.strip().splitlines()] or [""]
+    head, rest = lines[0], [line for line in lines[1:] if line.strip()]
+    depth, cut = 0, None
+    for index, char in enumerate(head):
+        if char == "(":
+            if depth == 0:
+                cut = index
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+    if depth and cut is not None:
+        head, tail = head[:cut].rstrip(" :;,"), head[cut + 1 :].strip()
+        rest.insert(0, tail)
+    return head, "\n".join(rest)
+
+
 def move_to_quarantine(path: Path, reason: str, details: dict[str, str]) -> Path | None:
-    """Move a rejected file (and its manifest) to quarantine/ with `<name>.error.txt` beside it."""
+    """Move a rejected file (and its manifest) to quarantine/ with `<name>.error.txt` beside it.
+
+    The note's `error:` is one line; anything more the reason carries follows under `details:`.
+    """
     target = _move(path, path.parent / QUARANTINE)
     if target is None:
         return None
+    head, more = split_reason(reason)
     lines = [
         f"file: {path.name}",
         *(f"{k}: {v}" for k, v in details.items()),
         f"quarantined at: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"error: {reason}",
+        f"error: {head}",
+        *(["details:", *(f"  {line}" for line in more.splitlines())] if more else []),
         "",
         "Nothing from this file was loaded. Fix the file and drop it into the inbox again;",
         "a corrected file has a new content hash and is loaded by the next sync.",

@@ -26,6 +26,9 @@ _BOOLEANS = {
     **{v: True for t in _TRUE for v in (t, t.upper(), t.capitalize())},
     **{v: False for f in _FALSE for v in (f, f.upper(), f.capitalize())},
 }
+# What PostgreSQL's integer types hold: a value beyond them is the file's error, named here with
+# its line and column rather than by PostgreSQL at merge time.
+INTEGER_RANGES = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 # Spreadsheet programs and 1C write the thousands space as a non-breaking or narrow space.
 _SPACES = ("\u00a0", "\u202f", "\u2009")
 
@@ -111,22 +114,32 @@ def _number_converter(column_type: str, options: FileOptions) -> Converter:
         return number
 
     if column_type in ("integer", "bigint"):
+        low, high = INTEGER_RANGES[column_type]
+        out_of_range = f"is out of range for {column_type} ({low} to {high})"
+
+        def checked(number: int) -> int:
+            if not low <= number <= high:
+                raise ValueError(out_of_range)
+            return number
 
         def to_int(value: Any) -> int | None:
             if value is None:
                 return None
             if type(value) is str and value.isascii() and "_" not in value:
                 try:
-                    return int(value)  # the common case: plain digits
-                except ValueError:
-                    pass
+                    return checked(int(value))  # the common case: plain digits
+                except ValueError as exc:
+                    if str(exc) == out_of_range:
+                        raise
             elif isinstance(value, int) and not isinstance(value, bool):
-                return value
+                return checked(value)
             number = parse(value)
             assert number is not None
             if number != number.to_integral_value():
                 raise ValueError(f"is not {noun} ({describe})")
-            return int(number)
+            if not number.is_finite() or abs(number.adjusted()) > 30:
+                raise ValueError(out_of_range)
+            return checked(int(number))
 
         return to_int
     if column_type == "double precision":
@@ -276,7 +289,11 @@ def _fast_path(
             if len(values) != len(column):
                 return None
             if column_type in ("integer", "bigint"):
-                return list(map(int, values))
+                ints = list(map(int, values))
+                low, high = INTEGER_RANGES[column_type]
+                if ints and (min(ints) < low or max(ints) > high):
+                    return None  # per value: the converter names the first one out of range
+                return ints
             if column_type == "double precision":
                 return list(map(float, values))
             return list(map(Decimal, values))

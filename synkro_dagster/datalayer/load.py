@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -163,6 +164,14 @@ class _Stager:
         self._columns: tuple[str, ...] = ()
         self._context: Any = None
         self._copy: Any = None
+        # Rows of the current part written so far, and before the open COPY began: PostgreSQL
+        # numbers COPY lines from 1 per COPY, the part's reader numbers its records.
+        self.part_rows = 0
+        self.part_rows_before_copy = 0
+
+    def start_part(self) -> None:
+        self.close()
+        self.part_rows = self.part_rows_before_copy = 0
 
     def write(self, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> None:
         if self._copy is None or columns != self._columns:
@@ -173,6 +182,7 @@ class _Stager:
             self._context = self._cursor.copy(statement)
             self._copy = self._context.__enter__()
             self._columns = columns
+            self.part_rows_before_copy = self.part_rows
         write_row = self._copy.write_row
         for row in rows:
             write_row(row)
@@ -214,6 +224,12 @@ class _Load:
         self.columns: dict[Any, _Column] = {}
         self._getter: Any = None
         self.done_parts: list[Part] = []
+        # Isolated parts (files) are merged one by one inside their own savepoint, so that every
+        # error a file causes, PostgreSQL's included, rolls back that file alone.
+        self.merged_parts = 0
+        self.unmerged_rows = False  # rows of a non-isolated part wait in staging
+        self.replaced = False  # `replace` deleted this integration's rows in this load
+        self.fresh_table = False  # created by this load and still without its primary key
         self.stager = _Stager(self.pg)
         self.schema = table_name(target.schema)
         self.table = table_name(target.table)
@@ -238,7 +254,8 @@ class _Load:
         for part in self.read.parts:
             self.load_part(part)
         self.stager.close()
-        self.merge()
+        if self.unmerged_rows or not self.merged_parts:
+            self.merge()
         write_state(
             self.conn,
             integration_id=self.context.integration_id,
@@ -252,33 +269,52 @@ class _Load:
     def load_part(self, part: Part) -> None:
         savepoint = self.conn.begin_nested() if part.isolated else None
         snapshot = {k: replace(c) for k, c in self.columns.items()}
+        stats = replace(
+            self.stats,
+            columns_added=list(self.stats.columns_added),
+            types_widened=list(self.stats.types_widened),
+        )
+        flags = (self.merged_parts, self.replaced, self.fresh_table)
         try:
-            if part.identity is not None and not claim_part(
-                self.conn,
-                integration_id=self.context.integration_id,
-                content_hash=part.identity,
-                stream=self.context.stream,
-                file_name=part.name,
-                run_id=self.context.run_id,
-            ):
-                if savepoint is not None:
-                    savepoint.commit()
-                self.stats.parts_skipped += 1
-                self.done_parts.append(part)
-                return
+            key = None
+            if part.identity is not None:
+                key = claim_part(
+                    self.conn,
+                    integration_id=self.context.integration_id,
+                    stream=self.context.stream,
+                    file_name=part.name,
+                    content_hash=part.identity,
+                    export_id=part.export_id,
+                    dedupe=part.dedupe,
+                    run_id=self.context.run_id,
+                )
+                if key is None:
+                    if savepoint is not None:
+                        savepoint.commit()
+                    self.stats.parts_skipped += 1
+                    self.done_parts.append(part)
+                    return
             rows = self.stage_part(part)
             self.stager.close()
-            if part.identity is not None:
-                set_part_rows(self.conn, self.context.integration_id, part.identity, rows)
+            if key is not None:
+                set_part_rows(self.conn, self.context.integration_id, key, rows)
+            if savepoint is not None:
+                self.merge_part(part)
+            else:
+                self.unmerged_rows = True
             part.before_commit(self.conn)
             if savepoint is not None:
                 savepoint.commit()
-        except SourceDataError as error:
+        except (SourceDataError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as error:
             self.stager.abort(error)
             if savepoint is None:
                 raise
+            if not isinstance(error, SourceDataError):
+                error = self.copy_error(part, error)
             savepoint.rollback()
             self.columns, self._getter = snapshot, None
+            self.stats = stats
+            self.merged_parts, self.replaced, self.fresh_table = flags
             log.warning("stream %s: part %s rejected: %s", self.context.stream, part.name, error)
             part.rejected(error)
             self.stats.parts_rejected += 1
@@ -290,7 +326,93 @@ class _Load:
         self.stats.rows_read += rows
         self.done_parts.append(part)
 
+    def merge_part(self, part: Part) -> None:
+        """Merge an isolated part's staged rows now, and empty the staging table for the next.
+
+        A PostgreSQL error here (a value its column type rejects) is the part's: it becomes a
+        SourceDataError naming the part, the row and the value, and the part is rolled back alone.
+        """
+        attempt = self.conn.begin_nested()
+        try:
+            self.merge(loading=True)
+            attempt.commit()
+        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as error:
+            attempt.rollback()
+            raise self.merge_error(part, error) from None
+        self.merged_parts += 1
+        self.execute(sql.SQL("truncate {}").format(sql.Identifier(STAGE_TABLE)))
+
+    def copy_error(self, part: Part, error: psycopg.Error) -> SourceDataError:
+        """A COPY error of an isolated part, placed by the part (file line) where PostgreSQL says."""
+        message = _first_line(error)
+        context = getattr(getattr(error, "diag", None), "context", None) or ""
+        match = re.search(r"line (\d+)(?:, column (\w+))?(?:: (.*))?", context)
+        where = ""
+        if match:
+            index = self.stager.part_rows_before_copy + int(match.group(1)) - 1
+            where = part.locate(index) or f"record {index + 1}"
+            stage = match.group(2)
+            named = next((c.name for c in self.columns.values() if c.stage == stage), None)
+            if named:
+                where += f", column '{named}'"
+            if match.group(3):
+                where += f": value {_clip(match.group(3))}"
+        return SourceDataError(
+            f"{part.name}{' ' + where if where else ''}: PostgreSQL rejected a value: {message}"
+        )
+
+    def merge_error(self, part: Part, error: psycopg.Error) -> SourceDataError:
+        """A merge error of an isolated part, with the row, column and value that caused it."""
+        message = _first_line(error)
+        detail = getattr(getattr(error, "diag", None), "message_detail", None)
+        place = self.find_uncastable(part)
+        return SourceDataError(
+            f"{part.name}{place}: PostgreSQL rejected a value for the column's type: {message}"
+            + (f"\n{detail}" if detail else "")
+        )
+
+    def find_uncastable(self, part: Part) -> str:
+        """ " record 2, column 'amount': '1E+200000' (numeric)" for the first staged value of the
+        part that its column's type refuses; "" if none is found. Error path only: a cast is
+        tried value by value (PostgreSQL 15 has no pg_input_is_valid)."""
+        typed = [c for c in self.columns.values() if c.type != types.TEXT]
+        if not typed:
+            return ""
+        try:
+            self.execute(
+                sql.SQL(
+                    "create or replace function pg_temp.synkro_castable(value text, type text)"
+                    " returns boolean language plpgsql as $$ begin"
+                    " execute format('select %L::%s', value, type); return true;"
+                    " exception when others then return false; end $$"
+                )
+            )
+            candidates = sql.SQL(", ").join(
+                sql.SQL("({}, s.{}, {})").format(
+                    sql.Literal(index),
+                    sql.Identifier(column.stage),
+                    sql.Literal(types.type_sql(column.type).as_string(self.pg)),
+                )
+                for index, column in enumerate(typed)
+            )
+            row = self.fetch_one(
+                sql.SQL(
+                    "select s.n, v.k, v.value from (select row_number() over (order by ctid) - 1"
+                    " as n, * from {}) s, lateral (values {}) v(k, value, type)"
+                    " where v.value is not null and not pg_temp.synkro_castable(v.value, v.type)"
+                    " order by s.n, v.k limit 1"
+                ).format(sql.Identifier(STAGE_TABLE), candidates)
+            )
+        except psycopg.Error:
+            return ""  # the part is rolled back anyway; the message still says what was wrong
+        if row is None:
+            return ""
+        column = typed[int(row[1])]
+        where = part.locate(int(row[0])) or f"record {int(row[0]) + 1}"
+        return f" {where}, column '{column.name}': {_clip(repr(row[2]))} ({column.type})"
+
     def stage_part(self, part: Part) -> int:
+        self.stager.start_part()
         rows = 0
         for batch in part.batches():
             if len(batch) <= self.batch_rows:
@@ -327,8 +449,28 @@ class _Load:
         if rows is None or converted:
             rows = zip(*data, strict=False)
         if self.columns:
-            self.stager.write(tuple(c.stage for c in self.columns.values()), rows)
+            try:
+                self.stager.write(tuple(c.stage for c in self.columns.values()), rows)
+            except psycopg.DataError as error:
+                if part.isolated:
+                    raise self.value_error(part, batch, error) from None
+                raise
+        self.stager.part_rows += len(batch)
         return len(batch)
+
+    def value_error(self, part: Part, batch: list[Record], error: psycopg.Error) -> SourceDataError:
+        """A value psycopg cannot send (a NUL character): which record, field and value."""
+        for index, record in enumerate(batch):
+            for key, value in record.items():
+                text = value if isinstance(value, str) else json.dumps(value, default=str)
+                if "\x00" in text or "\\u0000" in text:
+                    where = part.locate(self.stager.part_rows + index)
+                    where = where or f"record {self.stager.part_rows + index + 1}"
+                    return SourceDataError(
+                        f"{part.name} {where}, column '{key}': {_clip(repr(value))} contains a NUL"
+                        " character, which PostgreSQL cannot store in text"
+                    )
+        return SourceDataError(f"{part.name}: PostgreSQL rejected a value: {_first_line(error)}")
 
     def rows_of_known_keys(self, batch: list[Record]) -> list[tuple] | None:
         """Row tuples in one C-level pass when every record has exactly the known keys, else None.
@@ -396,19 +538,23 @@ class _Load:
 
     # --- target ----------------------------------------------------------------------------
 
-    def merge(self) -> None:
+    def merge(self, loading: bool = False) -> None:
         """Evolve the target and move the staged rows into it, under the table's advisory lock.
 
         `replace` deletes this integration's rows only when at least one part loaded: a load
         whose every part was skipped or rejected never empties the table.
         """
         cursor_before = self.stats.cursor_before
-        self.stats.cursor_after = cursor_before
+        if not self.merged_parts:
+            self.stats.cursor_after = cursor_before
+        # Parts merged one by one: the first that loads replaces, the others add to it.
+        loading = loading or bool(self.stats.parts_loaded)
         if not self.columns:
-            if self.target.write_mode == "replace" and self.stats.parts_loaded:
+            if self.target.write_mode == "replace" and loading and not self.replaced:
                 self.lock_target()
                 if types.existing_columns(self.conn, self.schema, self.table) is not None:
                     self.delete_integration_rows()
+                    self.replaced = True
             return
         self.lock_target()
         existing = types.existing_columns(self.conn, self.schema, self.table)
@@ -420,8 +566,9 @@ class _Load:
         if mode == "merge":
             self.upsert()
         else:
-            if mode == "replace" and self.stats.parts_loaded:
+            if mode == "replace" and loading and not self.replaced:
                 self.delete_integration_rows()
+                self.replaced = True
             self.insert(boundary_filter=mode == "append")
         self.advance_cursor()
 
@@ -482,6 +629,7 @@ class _Load:
             )
         )
         self.stats.table_created = True
+        self.fresh_table = True
 
     def evolve_table(self, existing: dict[str, str]) -> None:
         changes = []
@@ -576,7 +724,7 @@ class _Load:
         plain = sql.SQL("select {} from {} s").format(values, sql.Identifier(STAGE_TABLE))
         # Most loads have no repeated keys: every path tries the plain statement first and only
         # sorts the staged rows when PostgreSQL reports a key twice.
-        if self.stats.table_created or not self.integration_has_rows():
+        if self.fresh_table or not self.integration_has_rows():
             self.insert_fresh(names, plain, values)
             return
         compared = [
@@ -619,7 +767,8 @@ class _Load:
             savepoint.rollback()
             counts = self.fetch_one(statement(self.deduplicated(values)))
         assert counts is not None
-        self.stats.rows_inserted, self.stats.rows_updated = int(counts[0]), int(counts[1])
+        self.stats.rows_inserted += int(counts[0])
+        self.stats.rows_updated += int(counts[1])
 
     def insert_fresh(
         self, names: sql.Composable, plain: sql.Composable, values: sql.Composable
@@ -637,17 +786,18 @@ class _Load:
                 sql.SQL("insert into {} ({}) {}").format(self.target_sql, names, source)
             )
             inserted = self.cursor.rowcount
-            if self.stats.table_created:
+            if self.fresh_table:
                 self.add_primary_key()
             return inserted
 
         savepoint = self.conn.begin_nested()
         try:
-            self.stats.rows_inserted = insert(plain)
+            self.stats.rows_inserted += insert(plain)
             savepoint.commit()
         except psycopg.errors.UniqueViolation:
             savepoint.rollback()
-            self.stats.rows_inserted = insert(self.deduplicated(values))
+            self.stats.rows_inserted += insert(self.deduplicated(values))
+        self.fresh_table = False
 
     def count_duplicates(self, key_columns: list[_Column]) -> None:
         aliases = [sql.Identifier(f"k{i}") for i in range(len(key_columns))]
@@ -667,8 +817,9 @@ class _Load:
             )
         )
         if row is not None:
-            self.stats.duplicates_collapsed = int(row[0])
-            self.stats.duplicate_key_example = dict(zip(self.pk_keys, row[1:], strict=True))
+            self.stats.duplicates_collapsed += int(row[0])
+            if self.stats.duplicate_key_example is None:
+                self.stats.duplicate_key_example = dict(zip(self.pk_keys, row[1:], strict=True))
 
     def insert(self, boundary_filter: bool) -> None:
         names, values = self.insert_select()
@@ -687,7 +838,7 @@ class _Load:
                 self.target_sql, names, values, sql.Identifier(STAGE_TABLE), where
             )
         )
-        self.stats.rows_inserted = max(self.cursor.rowcount, 0)
+        self.stats.rows_inserted += max(self.cursor.rowcount, 0)
 
     def boundary_filter(self, cursor_column: _Column, before: str) -> sql.Composable:
         """Drop rows older than the stored cursor, and rows at the cursor that are already landed.
@@ -729,11 +880,13 @@ class _Load:
 
     def advance_cursor(self) -> None:
         column = self.cursor_column()
-        if column is None or self.stats.rows_read == 0:
+        if column is None or (self.stats.rows_read == 0 and not self.stager.part_rows):
             return
         before = self.stats.cursor_before
+        if self.merged_parts:
+            before = self.stats.cursor_after  # the parts merged before this one moved it
         newest = sql.SQL("max({})").format(self.staged(column))
-        if before is not None and not self.context.full_refresh:
+        if before is not None and (not self.context.full_refresh or self.merged_parts):
             newest = sql.SQL("greatest({}, {})").format(
                 newest, types.cast(sql.Literal(before), column.type)
             )
@@ -769,6 +922,15 @@ class _Load:
                 f"stream '{self.context.stream}': rows were committed, but after-commit steps"
                 f" failed for {len(errors)} part(s): {'; '.join(errors)}"
             )
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_stream(

@@ -51,39 +51,59 @@ def claim_part(
     conn: sa.Connection,
     *,
     integration_id: str,
-    content_hash: str,
     stream: str,
     file_name: str,
+    content_hash: str,
     run_id: str,
-) -> bool:
-    """Record a part's content hash; False if it is already recorded (loaded before: skip it).
+    export_id: str | None = None,
+    dedupe: str = "upload",
+) -> str | None:
+    """Record an upload; its key, or None if it is already recorded (loaded before: skip it).
 
-    A concurrent load of the same part waits here until the other transaction ends, then sees
-    its row if it committed, so a part is loaded exactly once.
+    The key (a generated column, see the migration) is the stream, the file name, the manifest's
+    export id and the content hash: a new name with old content is a new export and loads.
+
+    A concurrent load of the same upload waits here until the other transaction ends, then sees
+    its row if it committed, so an upload is loaded exactly once. With `content` dedupe, the same
+    content recorded for the stream under any name counts as loaded.
     """
+    params = {
+        "integration": integration_id,
+        "dedupe": dedupe,
+        "hash": content_hash,
+        "stream": stream,
+        "file": file_name,
+        "export": export_id,
+        "run": run_id,
+    }
+    if (
+        dedupe == "content"
+        and conn.execute(
+            sa.text(
+                "select 1 from synkro.processed_files where integration_id = :integration"
+                " and stream = :stream and content_hash = :hash limit 1"
+            ),
+            params,
+        ).first()
+    ):
+        return None
     claimed = conn.execute(
         sa.text(
             "insert into synkro.processed_files"
-            " (integration_id, content_hash, stream, file_name, run_id)"
-            " values (:integration, :hash, :stream, :file, :run)"
-            " on conflict (integration_id, content_hash) do nothing returning 1"
+            " (integration_id, dedupe, content_hash, stream, file_name, export_id, run_id)"
+            " values (:integration, :dedupe, :hash, :stream, :file, :export, :run)"
+            " on conflict (integration_id, upload_key) do nothing returning upload_key"
         ),
-        {
-            "integration": integration_id,
-            "hash": content_hash,
-            "stream": stream,
-            "file": file_name,
-            "run": run_id,
-        },
-    ).first()
-    return claimed is not None
+        params,
+    ).scalar()
+    return claimed
 
 
-def set_part_rows(conn: sa.Connection, integration_id: str, content_hash: str, rows: int) -> None:
+def set_part_rows(conn: sa.Connection, integration_id: str, key: str, rows: int) -> None:
     conn.execute(
         sa.text(
             "update synkro.processed_files set rows_loaded = :rows"
-            " where integration_id = :integration and content_hash = :hash"
+            " where integration_id = :integration and upload_key = :key"
         ),
-        {"rows": rows, "integration": integration_id, "hash": content_hash},
+        {"rows": rows, "integration": integration_id, "key": key},
     )

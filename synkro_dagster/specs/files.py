@@ -68,6 +68,17 @@ class _Options(BaseModel):
         default=None,
         description="read a file only once its <name>.sha256 manifest is there (and matches)",
     )
+    dedupe: Literal["upload", "content"] | None = Field(
+        default=None,
+        description="which drops count as already loaded: 'upload' (default: the same file name, "
+        "export id and content again) or 'content' (the same content under any name; for "
+        "append streams whose exports must never add the same rows twice)",
+    )
+    quoted_empty: Literal["empty", "null"] | None = Field(
+        default=None,
+        description="CSV: a quoted empty field \"\" lands as an empty string ('empty', the default, "
+        "as PostgreSQL's COPY reads it) or as null ('null'); an unquoted empty field is null",
+    )
 
     @field_validator("encoding")
     @classmethod
@@ -186,6 +197,8 @@ class FileOptions:
     datetime_format: str | None = None
     skip_rows: int = 0
     require_manifest: bool = False
+    dedupe: Literal["upload", "content"] = "upload"
+    quoted_empty: Literal["empty", "null"] = "empty"
     sheet: str | None = None
     records_path: str | None = None
     rename: dict[str, str] = field(default_factory=dict)
@@ -221,6 +234,8 @@ class FileOptions:
             datetime_format=pick("datetime_format", None),  # type: ignore[arg-type]
             skip_rows=pick("skip_rows", 0),  # type: ignore[arg-type]
             require_manifest=pick("require_manifest", False),  # type: ignore[arg-type]
+            dedupe=pick("dedupe", "upload"),  # type: ignore[arg-type]
+            quoted_empty=pick("quoted_empty", "empty"),  # type: ignore[arg-type]
             sheet=own.sheet,
             records_path=own.records_path,
             rename=dict(own.rename),
