@@ -262,6 +262,8 @@ def test_values_postgresql_rejects_at_merge_and_copy_quarantine_their_file_alone
     plain = _error_txt(inbox, "array_3.json")
     assert "error: array_3.json record 1, column 'name': 'x\\x00y' contains a NUL" in plain
     assert [n for n, _ in read.stats.rejected] == ["array_1.json", "array_2.json", "array_3.json"]
+    # Only the loaded file is recorded: a rejected file's claim was rolled back with its rows.
+    assert _rows(engine, "select file_name from synkro.processed_files") == [("array_4.json",)]
 
 
 # -- 6. quoted empty strings ----------------------------------------------------------------------

@@ -766,6 +766,11 @@ class _Load:
         except psycopg.errors.CardinalityViolation:
             savepoint.rollback()
             counts = self.fetch_one(statement(self.deduplicated(values)))
+        except BaseException:
+            # Any other error ends this savepoint too, so that an enclosing one (a file's) can
+            # be rolled back cleanly.
+            savepoint.rollback()
+            raise
         assert counts is not None
         self.stats.rows_inserted += int(counts[0])
         self.stats.rows_updated += int(counts[1])
@@ -797,6 +802,11 @@ class _Load:
         except psycopg.errors.UniqueViolation:
             savepoint.rollback()
             self.stats.rows_inserted += insert(self.deduplicated(values))
+        except BaseException:
+            # Any other error ends this savepoint too, so that an enclosing one (a file's) can
+            # be rolled back cleanly.
+            savepoint.rollback()
+            raise
         self.fresh_table = False
 
     def count_duplicates(self, key_columns: list[_Column]) -> None:
