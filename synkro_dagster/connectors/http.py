@@ -38,7 +38,13 @@ import httpx
 from pydantic import Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from synkro_dagster import jsonnumbers
+from synkro_dagster import jsonnumbers, limits
+from synkro_dagster.connectors.http_guard import (
+    DestinationRefused,
+    check_url,
+    guarded_transport,
+    same_origin,
+)
 from synkro_dagster.contracts import (
     Batch,
     BatchesPart,
@@ -90,6 +96,24 @@ class PaginationLoopError(HttpSourceError):
 
 class SourceUnreachableError(HttpSourceError):
     """The host refused (or never answered) too many connections in this session."""
+
+
+class ForbiddenDestinationError(HttpSourceError):
+    """A request would go to a scheme or address Synkro never sends source traffic to (SSRF)."""
+
+
+class RedirectRefusedError(HttpSourceError):
+    """A redirect the spec's `follow_redirects` does not allow (e.g. to another origin)."""
+
+
+class ResponseTooLargeError(HttpSourceError):
+    """A response body is larger than the session's limit (max_response_bytes)."""
+
+
+# Hops followed for one request before giving up, like browsers and httpx (20).
+MAX_REDIRECTS = 20
+# Headers that carry credentials whoever added them; dropped when a redirect leaves the origin.
+_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 
 class _Retryable(Exception):
@@ -419,17 +443,23 @@ class HttpSession:
         rate = self.options.rate_limit
         self.budget = RateBudget(rate.interval if rate else 0.0)
         read = self.options.timeout or connector.read_timeout
+        self.max_response_bytes = limits.HTTP_RESPONSE_BYTES.value(self.options.max_response_bytes)
+        self.max_json_depth = limits.JSON_DEPTH.value(self.options.max_json_depth)
         self.client = httpx.Client(
             timeout=httpx.Timeout(
                 connect=connector.connect_timeout, read=read, write=read, pool=read
             ),
-            limits=httpx.Limits(
-                max_connections=connector.max_connections,
-                max_keepalive_connections=connector.max_connections,
+            # Every connection resolves and checks its address (no link-local / metadata).
+            transport=guarded_transport(
+                verify=_ssl_context(),
+                limits=httpx.Limits(
+                    max_connections=connector.max_connections,
+                    max_keepalive_connections=connector.max_connections,
+                ),
             ),
             headers={"User-Agent": connector.user_agent, "Accept": "application/json"},
-            follow_redirects=True,
-            verify=_ssl_context(),
+            # Redirects are followed by `_exchange`, which decides what credentials may go along.
+            follow_redirects=False,
             # The environment's proxies and .netrc must not change where secrets are sent.
             trust_env=False,
         )
@@ -709,6 +739,11 @@ class HttpSession:
                 f"{where} failed: HTTP {response.status_code} {reason}; "
                 f"body: {self._excerpt(response)!r}"
             )
+            if response.is_redirect:
+                message += (
+                    f"; a redirect to {self.safe_url(response.headers.get('Location', '?'))}, "
+                    "not followed (spec http.follow_redirects: none)"
+                )
             if response.status_code == 429 or response.status_code >= 500:
                 message += f"; {budget}"
                 if isinstance(failure, _Retryable) and failure.not_before is not None:
@@ -761,14 +796,19 @@ class HttpSession:
             self._refuse_if_open(getattr(self._current, "stream", "?"), method, url)
             self.budget.acquire()
             try:
-                response = self.client.request(
+                response = self._exchange(
                     method,
                     url,
-                    params=request_params or None,
-                    headers=request_headers,
-                    json=json,
-                    data=data,
-                    auth=basic,
+                    request_params,
+                    request_headers,
+                    json,
+                    data,
+                    basic,
+                    credential_params=auth.secret_params if authorize else frozenset(),
+                    credential_headers=frozenset(
+                        k.lower() for k in request_headers if k not in (headers or {})
+                    ),
+                    credential_body=data is not None,
                 )
             except CONNECTION_ERRORS as exc:
                 self.breaker.failed(url, f"{type(exc).__name__}: {exc}")
@@ -787,6 +827,130 @@ class HttpSession:
                 )
                 raise _Retryable(response, deadline)
             return response
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any],
+        headers: Mapping[str, str],
+        json: Any,
+        data: Mapping[str, str] | None,
+        basic: httpx.BasicAuth | None,
+        *,
+        credential_params: frozenset[str],
+        credential_headers: frozenset[str],
+        credential_body: bool,
+    ) -> httpx.Response:
+        """Send one request and follow its redirects as `http.follow_redirects` says; the final
+        response's body is read (bounded by max_response_bytes).
+
+        A hop to another origin (scheme, host or port) is refused unless the spec says `any`; then
+        every credential this session added (auth headers, key query parameters, basic auth,
+        cookies) stays behind, for that hop and all later ones."""
+        stream = getattr(self._current, "stream", "?")
+        policy = self.options.follow_redirects
+        try:
+            check_url(url)
+        except DestinationRefused as exc:
+            raise ForbiddenDestinationError(
+                f"{self.describe(stream, method, url)} refused: {self.redact(str(exc))}"
+            ) from None
+        request = self.client.build_request(
+            method, url, params=params or None, headers=headers, json=json, data=data
+        )
+        origin = request.url
+        left_origin = False
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = self.client.send(
+                    request,
+                    auth=None if left_origin else basic,
+                    stream=True,
+                    follow_redirects=False,
+                )
+            except DestinationRefused as exc:
+                raise ForbiddenDestinationError(
+                    f"{self.describe(stream, method, request.url)} refused: {self.redact(str(exc))}"
+                ) from None
+            following = response.next_request if policy != "none" else None
+            if following is None:
+                self._read_body(response, stream)
+                return response
+            response.close()
+            target = following.url
+            where = (
+                f"{self.describe(stream, method, request.url)}: HTTP {response.status_code} "
+                f"redirect to {self.safe_url(target)}"
+            )
+            try:
+                check_url(target)
+            except DestinationRefused as exc:
+                raise ForbiddenDestinationError(
+                    f"{where} refused: {self.redact(str(exc))}"
+                ) from None
+            if not left_origin and not same_origin(origin, target):
+                if policy == "same_origin":
+                    raise RedirectRefusedError(
+                        f"{where} refused: it leaves the origin "
+                        f"{origin.scheme}://{origin.netloc.decode('ascii')} and credentials "
+                        "must not follow it (spec http.follow_redirects: same_origin; 'any' "
+                        "follows such redirects without credentials)"
+                    )
+                if credential_body and following.method != "GET":
+                    raise RedirectRefusedError(
+                        f"{where} refused: the request body carries credentials and the "
+                        "redirect would resend it to another origin"
+                    )
+                left_origin = True
+            if left_origin:
+                following = self._without_credentials(
+                    following, credential_params, credential_headers
+                )
+            request = following
+        raise HttpSourceError(
+            f"{self.describe(stream, method, url)}: more than {MAX_REDIRECTS} redirects"
+        )
+
+    @staticmethod
+    def _without_credentials(
+        request: httpx.Request, params: frozenset[str], headers: frozenset[str]
+    ) -> httpx.Request:
+        """The request with every credential this session added removed."""
+        drop = headers | set(_CREDENTIAL_HEADERS)
+        for name in list(request.headers):
+            if name.lower() in drop:
+                del request.headers[name]
+        if params and request.url.query:
+            kept = [(k, v) for k, v in request.url.params.multi_items() if k not in params]
+            request.url = request.url.copy_with(query=None).copy_merge_params(kept)
+        return request
+
+    def _read_body(self, response: httpx.Response, stream: str) -> None:
+        """Read the (decompressed) body, refusing it past max_response_bytes before it is held."""
+        limit = self.max_response_bytes
+        problem = (
+            f"{self.describe(stream, response.request.method, response.request.url)}: the "
+            f"response body is larger than {limit} bytes (max_response_bytes; "
+            f"{limits.HTTP_RESPONSE_BYTES.hint('http.max_response_bytes')})"
+        )
+        try:
+            declared = response.headers.get("Content-Length", "")
+            encoded = response.headers.get("Content-Encoding", "identity").lower()
+            if declared.isdigit() and encoded == "identity" and int(declared) > limit:
+                raise ResponseTooLargeError(problem)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    chunks.clear()
+                    raise ResponseTooLargeError(problem)
+                chunks.append(chunk)
+            # What httpx's own read() does; the body is then available as response.content.
+            response._content = b"".join(chunks)
+        finally:
+            response.close()
 
     # -- reading a stream
 
@@ -858,6 +1022,34 @@ class HttpSession:
         base = self.render(self.options.base_url, "http.base_url").rstrip("/")
         return f"{base}/{path.lstrip('/')}" if path else base
 
+    def _parse_page(self, name: str, number: int, response: httpx.Response) -> Any:
+        """The page's JSON, refusing what would fail later without a place: lone surrogates
+        (UTF-8 and PostgreSQL cannot store them) and nesting deeper than max_json_depth."""
+        content = response.content
+        where = (
+            f"{self.describe(name, response.request.method, response.request.url)}, page {number}"
+        )
+        at = limits.lone_surrogate_at(content)
+        if at is not None:
+            raise SourceDataError(
+                f"{where}: a lone UTF-16 surrogate escape {content[at : at + 6].decode()!r} at "
+                f"{limits.position(content, at)}; it is not a character and cannot be stored"
+            )
+        if limits.json_too_deep(content, self.max_json_depth):
+            raise SourceDataError(
+                f"{where}: JSON nested deeper than {self.max_json_depth} levels "
+                f"(max_json_depth; {limits.JSON_DEPTH.hint('http.max_json_depth')})"
+            )
+        try:
+            return jsonnumbers.loads(content)  # decimals stay exact (1.10 is not 1.1)
+        except RecursionError:
+            raise SourceDataError(f"{where}: JSON nested too deeply to parse") from None
+        except ValueError as exc:
+            raise HttpSourceError(
+                f"{where}: the response is not JSON ({self.redact(str(exc))}): "
+                f"{self._excerpt(response)!r}"
+            ) from None
+
     def _pages(
         self,
         stream: StreamSpec,
@@ -924,13 +1116,7 @@ class HttpSession:
             content = response.content
             stats.pages += 1
             stats.bytes += len(content)
-            try:
-                body = jsonnumbers.loads(content)  # decimals stay exact (1.10 is not 1.1)
-            except ValueError:
-                raise HttpSourceError(
-                    f"{self.describe(name, options.method, response.request.url)}: the response "
-                    f"is not JSON: {self._excerpt(response)!r}"
-                ) from None
+            body = self._parse_page(name, number, response)
             records = select(body, records_path)
             if records is None and number > 1:
                 records = []
@@ -939,6 +1125,15 @@ class HttpSession:
                     f"integration '{self.integration.id}', stream '{name}': records path "
                     f"'{records_path}' is not a list in the response of "
                     f"{self.safe_url(response.request.url)} (got {type(records).__name__})"
+                )
+            if not all(isinstance(record, dict) for record in records):
+                index, record = next(
+                    (i, r) for i, r in enumerate(records) if not isinstance(r, dict)
+                )
+                raise SourceDataError(
+                    f"{self.describe(name, options.method, response.request.url)}, page "
+                    f"{number}: record {index + 1} of the records path '{records_path}' is "
+                    f"{type(record).__name__} {self.redact(repr(record)[:80])}, not an object"
                 )
             if stats.source_total is None and total_spec is not None:
                 stats.source_total = self._total(total_spec, body, response)
@@ -1001,6 +1196,16 @@ class HttpSession:
                     break
                 target = str(response.request.url.join(str(target)))
                 self._check_new(target, seen_next, name, options.method, response, "next URL")
+                if not same_origin(httpx.URL(url), httpx.URL(target)):
+                    # The body named another origin: like a redirect, credentials stay behind.
+                    if self.options.follow_redirects != "any":
+                        raise RedirectRefusedError(
+                            f"{self.describe(name, options.method, response.request.url)}: the "
+                            f"next page URL {self.safe_url(target)} is at another origin; "
+                            "credentials must not follow it (spec http.follow_redirects: "
+                            f"{self.options.follow_redirects}; 'any' reads it without credentials)"
+                        )
+                    auth = _Auth()
                 # The next URL carries every query parameter already.
                 url, params = target, {}
         else:

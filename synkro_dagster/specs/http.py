@@ -242,6 +242,24 @@ class HttpSourceOptions(_Model):
     total: Total | None = None
     rate_limit: RateLimit | None = None
     timeout: float | None = Field(default=None, gt=0, description="seconds per request")
+    follow_redirects: Literal["same_origin", "any", "none"] = Field(
+        default="same_origin",
+        description="same_origin: follow redirects within the origin (scheme, host, port) and "
+        "refuse others; any: follow every redirect, dropping all credentials once it leaves the "
+        "origin; none: never follow (a 3xx fails the stream)",
+    )
+    max_response_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="largest response body read (default SYNKRO_HTTP_MAX_RESPONSE_BYTES or 64 MiB)",
+    )
+    max_json_depth: int | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="deepest nesting of arrays/objects in a page (default SYNKRO_JSON_MAX_DEPTH "
+        "or 128)",
+    )
 
     def check_spec(self, source: SourceSpec) -> None:
         """Reject placeholders not declared in `config:` and secrets not declared in `secrets:`."""

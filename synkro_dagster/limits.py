@@ -1,0 +1,123 @@
+"""Size and shape limits for untrusted input (HTTP bodies, JSON, CSV, XLSX), from the environment.
+
+Every limit keeps one hostile input from taking the run's whole memory or stack: the defaults let
+ordinary sources through and refuse a bomb with an error that names the limit and how to raise it.
+A spec setting wins over the environment variable, which wins over the default here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit: its environment variable, default and what it bounds (for error messages)."""
+
+    env: str
+    default: int
+    what: str
+
+    def value(self, override: int | None = None) -> int:
+        """The spec's `override` if given, else the environment variable, else the default."""
+        if override is not None:
+            return override
+        raw = os.environ.get(self.env, "").strip()
+        if not raw:
+            return self.default
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{self.env}={raw!r} is not a whole number") from None
+        if value <= 0:
+            raise ValueError(f"{self.env}={raw!r} must be positive")
+        return value
+
+    def hint(self, spec_field: str | None = None) -> str:
+        """How to raise it, for an error message."""
+        where = f"the spec's {spec_field} or " if spec_field else ""
+        return f"raise it with {where}{self.env}"
+
+
+HTTP_RESPONSE_BYTES = Limit(
+    "SYNKRO_HTTP_MAX_RESPONSE_BYTES", 64 * MIB, "bytes in one HTTP response body (decompressed)"
+)
+JSON_DEPTH = Limit("SYNKRO_JSON_MAX_DEPTH", 128, "nesting levels of JSON arrays and objects")
+CSV_FIELD_CHARS = Limit("SYNKRO_CSV_MAX_FIELD_CHARS", 16 * MIB, "characters in one CSV field")
+CSV_LINE_CHARS = Limit(
+    "SYNKRO_CSV_MAX_LINE_CHARS", 64 * MIB, "characters in one CSV line (one record)"
+)
+XLSX_UNCOMPRESSED_BYTES = Limit(
+    "SYNKRO_XLSX_MAX_UNCOMPRESSED_BYTES", 1024 * MIB, "decompressed bytes of an XLSX file"
+)
+XLSX_RATIO = Limit(
+    "SYNKRO_XLSX_MAX_RATIO", 200, "decompressed / compressed size of one part of an XLSX file"
+)
+XLSX_SHARED_STRINGS_BYTES = Limit(
+    "SYNKRO_XLSX_MAX_SHARED_STRINGS_BYTES",
+    64 * MIB,
+    "decompressed bytes of an XLSX file's shared-strings table (held in memory while reading)",
+)
+
+
+# -- JSON text checks, run on the raw bytes before parsing (C-speed regex passes, no recursion)
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_PAIR = re.compile(rb"\{\}|\[\]")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def json_too_deep(raw: bytes, max_depth: int) -> bool:
+    """Whether arrays/objects in the JSON text `raw` nest deeper than `max_depth`.
+
+    Strings are cut out, then each pass removes the innermost empty pairs: the number of passes
+    is the depth. Malformed text answers False and is left to the parser to reject."""
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return False
+    text = _ESCAPE.sub(b"", raw) if b"\\" in raw else raw
+    text = _STRING.sub(b"", text).translate(None, _NOT_BRACKET)
+    for _ in range(max_depth):
+        reduced = _PAIR.sub(b"", text)
+        if not reduced or len(reduced) == len(text):
+            return False
+        text = reduced
+    return bool(_PAIR.search(text))
+
+
+def lone_surrogate_at(raw: bytes) -> int | None:
+    r"""Byte offset of the first `\uD800`-`\uDFFF` escape in JSON text that is not half of a
+    surrogate pair (PostgreSQL and UTF-8 cannot store it), or None."""
+    if b"\\u" not in raw:
+        return None
+    pending_high: int | None = None
+    for match in _SURROGATE_ESCAPE.finditer(raw):
+        start = match.start()
+        backslashes = 0
+        while start - backslashes - 1 >= 0 and raw[start - backslashes - 1] == 0x5C:
+            backslashes += 1
+        if backslashes % 2:
+            continue  # an escaped backslash followed by the letters "uD8..": plain text
+        is_high = match.group()[3:4].lower() in b"89ab"
+        if pending_high is not None:
+            if not is_high and start == pending_high + 6:
+                pending_high = None
+                continue
+            return pending_high
+        if is_high:
+            pending_high = start
+        else:
+            return start
+    return pending_high
+
+
+def position(raw: bytes, offset: int) -> str:
+    """'line L, column C (byte B)' of a byte offset, for error messages."""
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column} (byte {offset})"
