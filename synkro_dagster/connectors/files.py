@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import repeat
@@ -27,6 +28,7 @@ from synkro_dagster.connectors.files_inbox import (
     DroppedFile,
     HashCache,
     Manifest,
+    check_inbox,
     export_order,
     inbox_dir,
     move_to_processed,
@@ -85,6 +87,8 @@ class FileDropConnector(dg.ConfigurableResource):
     def session(self, source: SourceSpec, integration: Integration) -> Iterator[FileDropSession]:
         inbox = self.inbox(integration.id)
         inbox.mkdir(parents=True, exist_ok=True)
+        # A linked inbox or processed/ folder, or a file in its place: fail before reading.
+        check_inbox(inbox)
         yield FileDropSession(self, source, integration, inbox)
 
 
@@ -117,6 +121,12 @@ class FileDropSession:
     def _parts(self, stream: StreamSpec, options: FileOptions, stats: ReadStats) -> Iterator[Part]:
         listed = ready_files(self.inbox, [(stream, options)], self.connector.stable_seconds)
         for dropped in export_order(listed):
+            if dropped.refused is not None:
+                # Never read (or hashed) through the link; the part fails and is quarantined.
+                name = f"refused:{dropped.path.name}:{dropped.mtime_ns}"
+                identity = hashlib.sha256(name.encode()).hexdigest()
+                yield FilePart(self, stream, options, dropped, identity, stats, None)
+                continue
             if not dropped.path.exists():
                 continue  # taken by a concurrent run
             try:
@@ -177,6 +187,8 @@ class FilePart(Part):
             ) from None
 
     def _batches(self) -> Iterator[Batch]:
+        if self.dropped.refused is not None:
+            raise SourceDataError(self.dropped.refused)
         manifest = self.manifest
         declared = manifest.sha256 if manifest is not None else None
         if declared is not None and declared != self.identity:

@@ -5,10 +5,18 @@ it hold loaded and rejected ones. A file is *ready* when it is not an upload in 
 (`*.tmp`), not a manifest (`*.sha256`), and either has its `<name>.sha256` manifest beside it
 (the upload protocol renames a file into place only when it is complete) or has not changed for
 `stable_seconds`; a stream with `require_manifest` waits for the manifest in any case.
+
+An inbox is written by the client, so nothing in it is trusted to point where it says: symbolic
+links are never followed. A symlinked data file or manifest is listed as `refused` (the run
+quarantines the link itself, with the reason), a symlinked inbox, `processed/` or `quarantine/`
+folder, or a plain file with one of those names, is an `InboxError` before anything is read, and
+files move with directory file descriptors opened with O_NOFOLLOW, so a folder swapped for a link
+between a check and the move cannot redirect it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -28,6 +36,11 @@ QUARANTINE = "quarantine"
 MANIFEST_SUFFIX = ".sha256"
 UPLOAD_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")
 HASH_CHUNK = 1024 * 1024
+
+
+class InboxError(RuntimeError):
+    """The inbox's own layout is unsafe or broken (symlinked folders, a file where a folder must
+    be): the run fails before reading, naming the path and what to fix."""
 
 
 def resolve_inbox_root(inbox_root: str | None = None) -> Path:
@@ -61,15 +74,17 @@ class DroppedFile:
     stream: str
     size: int
     mtime_ns: int
+    # Why the entry is refused without being read (a symbolic link): the run quarantines it.
+    refused: str | None = None
 
     @property
     def manifest(self) -> Path:
         return manifest_path(self.path)
 
     def unchanged(self) -> bool:
-        """Whether the file still has the size and mtime it had when listed."""
+        """Whether the file (not what a link points at) still has its listed size and mtime."""
         try:
-            st = self.path.stat()
+            st = self.path.lstat()
         except FileNotFoundError:
             return False
         return st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
@@ -99,14 +114,43 @@ def ready_files(
         lowered = name.lower()
         if lowered.endswith(UPLOAD_SUFFIXES + (MANIFEST_SUFFIX,)) or name.startswith("."):
             continue
+        match = next(((s, o) for s, o in streams if o.matches(name)), None)
+        if entry.is_symlink():
+            if match is not None:
+                # Loading it would read whatever it points at (another tenant's inbox, /etc).
+                st = entry.stat(follow_symlinks=False)
+                target = os.readlink(entry.path)
+                found.append(
+                    DroppedFile(
+                        Path(entry.path),
+                        match[0].name,
+                        st.st_size,
+                        st.st_mtime_ns,
+                        refused=f"{name} is a symbolic link (to {target}); the inbox only "
+                        "accepts regular files, links are never followed",
+                    )
+                )
+            continue
         if not entry.is_file(follow_symlinks=False):
             continue  # processed/, quarantine/ and any other folder
-        match = next(((s, o) for s, o in streams if o.matches(name)), None)
         if match is None:
             continue
         stream, options = match
         st = entry.stat(follow_symlinks=False)
-        has_manifest = manifest_path(Path(entry.path)).is_file()
+        manifest = manifest_path(Path(entry.path))
+        if manifest.is_symlink():
+            found.append(
+                DroppedFile(
+                    Path(entry.path),
+                    stream.name,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    refused=f"its manifest {manifest.name} is a symbolic link (to "
+                    f"{os.readlink(manifest)}); links are never followed",
+                )
+            )
+            continue
+        has_manifest = manifest.is_file()
         if options.require_manifest and not has_manifest:
             continue
         # A file with its manifest came through the .tmp -> rename protocol, complete (and the
@@ -123,7 +167,8 @@ def ready_files(
 def sha256_file(path: Path) -> str:
     """The file's SHA-256 (hex), read in 1 MB chunks: memory stays flat for any size."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    # O_NOFOLLOW: a file swapped for a link after listing is not read through the link.
+    with os.fdopen(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb") as handle:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -157,8 +202,11 @@ def read_manifest_info(path: Path) -> Manifest | None:
     """The manifest beside `path`, if there is one."""
     manifest = manifest_path(path)
     try:
-        text = manifest.read_text(encoding="utf-8-sig").strip()
-    except FileNotFoundError:
+        with os.fdopen(os.open(manifest, os.O_RDONLY | _NOFOLLOW), "rb") as handle:
+            text = handle.read(64 * 1024).decode("utf-8-sig", errors="replace").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:  # ELOOP: the manifest is a link; ready_files lists the file as refused
         return None
     lines = text.splitlines()
     token = lines[0].split()[0].lower() if lines and lines[0].split() else ""
@@ -216,19 +264,65 @@ class HashCache:
         return digest
 
 
-def _free_name(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/<stem>.<n><suffix>` when that name is taken."""
-    target = folder / name
-    if not target.exists():
-        return target
+def _free_name(folder_fd: int, name: str) -> str:
+    """`name`, or `<stem>.<n><suffix>` when that name is taken in the folder."""
+
+    def taken(candidate: str) -> bool:
+        try:
+            os.lstat(candidate, dir_fd=folder_fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    if not taken(name):
+        return name
     stem, dot, suffix = name.partition(".")
     suffix = dot + suffix
     n = 1
-    while True:
-        target = folder / f"{stem}.{n}{suffix}"
-        if not target.exists():
-            return target
+    while taken(f"{stem}.{n}{suffix}"):
         n += 1
+    return f"{stem}.{n}{suffix}"
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def _open_folder(path: Path, name: str | None = None, parent_fd: int | None = None) -> int:
+    """A file descriptor of a real folder (never through a symbolic link)."""
+    target = name if name is not None else path
+    try:
+        return os.open(target, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=parent_fd)
+    except OSError:
+        shown = path / name if name is not None else path
+        if os.path.islink(shown):
+            raise InboxError(
+                f"{shown} is a symbolic link (to {os.readlink(shown)}); inbox folders must be "
+                "real folders: files moved through it would land outside this inbox. Replace it "
+                "with a folder"
+            ) from None
+        if os.path.lexists(shown):
+            raise InboxError(
+                f"{shown} is a file, not a folder; Synkro moves loaded and rejected files "
+                "into it. Rename or remove the file"
+            ) from None
+        raise
+
+
+def check_inbox(inbox: Path) -> None:
+    """Fail before reading when the inbox, its processed/ or quarantine/ is a link or a file."""
+    if not os.path.lexists(inbox):
+        return
+    inbox_fd = _open_folder(inbox)
+    try:
+        for folder in (PROCESSED, QUARANTINE):
+            try:
+                os.lstat(folder, dir_fd=inbox_fd)
+            except FileNotFoundError:
+                continue
+            os.close(_open_folder(inbox, folder, inbox_fd))
+    finally:
+        os.close(inbox_fd)
 
 
 def move_to_processed(path: Path) -> Path | None:
@@ -275,17 +369,46 @@ def move_to_quarantine(path: Path, reason: str, details: dict[str, str]) -> Path
         "a corrected file has a new content hash and is loaded by the next sync.",
         "",
     ]
-    target.with_name(target.name + ".error.txt").write_text("\n".join(lines), encoding="utf-8")
+    write_note(target.with_name(target.name + ".error.txt"), "\n".join(lines))
     return target
 
 
 def _move(path: Path, folder: Path) -> Path | None:
-    if not path.exists():
-        return None
-    folder.mkdir(exist_ok=True)
-    target = _free_name(folder, path.name)
-    os.replace(path, target)
-    manifest = manifest_path(path)
-    if manifest.exists():
-        os.replace(manifest, manifest_path(target))
-    return target
+    """Move `path` (the entry itself, a link stays a link) and its manifest into `folder`, a
+    subfolder of its inbox, by names relative to folder descriptors opened without following
+    links."""
+    inbox_fd = _open_folder(path.parent)
+    try:
+        try:
+            os.lstat(path.name, dir_fd=inbox_fd)
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder.name, dir_fd=inbox_fd)
+        folder_fd = _open_folder(path.parent, folder.name, inbox_fd)
+        try:
+            name = _free_name(folder_fd, path.name)
+            os.rename(path.name, name, src_dir_fd=inbox_fd, dst_dir_fd=folder_fd)
+            manifest = path.name + MANIFEST_SUFFIX
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(
+                    manifest, name + MANIFEST_SUFFIX, src_dir_fd=inbox_fd, dst_dir_fd=folder_fd
+                )
+        finally:
+            os.close(folder_fd)
+    finally:
+        os.close(inbox_fd)
+    return folder / name
+
+
+def write_note(path: Path, text: str) -> None:
+    """Write a new file `path` (inside a checked inbox folder) without following a link there."""
+    folder_fd = _open_folder(path.parent)
+    try:
+        fd = os.open(
+            path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o644, dir_fd=folder_fd
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    finally:
+        os.close(folder_fd)
