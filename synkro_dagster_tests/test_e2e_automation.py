@@ -313,12 +313,16 @@ def _register_integrations(stack: Stack) -> None:
         f"client_id={creds.client_id}",
         "--secret",
         f"client_secret={creds.client_secret}",
+        "--secret",
+        "hash_salt=e2e-salt-31f7",
     )
     crm_bad = (
         "--secret",
         f"client_id={creds.client_id}",
         "--secret",
         f"client_secret={WRONG_CRM_SECRET}",
+        "--secret",
+        "hash_salt=e2e-salt-31f7",
     )
     every_minute = ("--schedule", "* * * * *")
     add = (synkro, "integrations", "add")

@@ -44,7 +44,11 @@ def _demo_integrations(api_url: str, credentials: Any, erp_url: str) -> list[Dem
             "demo-crm",
             "crm",
             {"base_url": api_url},
-            {"client_id": credentials.client_id, "client_secret": credentials.client_secret},
+            {
+                "client_id": credentials.client_id,
+                "client_secret": credentials.client_secret,
+                "hash_salt": "demo-salt-5c2e91",
+            },
             "0 * * * *",
         ),
         DemoIntegration("demo-erp", "erp", {"url": erp_url}, {}, "30 2 * * *"),
