@@ -8,10 +8,11 @@ from typing import Any
 import dagster as dg
 
 from synkro_dagster.assets.checks import (
-    SYNC_CHECKS,
     check_specs_for,
     completeness_result,
     duplicate_keys_result,
+    files_rejected_result,
+    sync_checks,
 )
 from synkro_dagster.connectors.streams import read_stream
 from synkro_dagster.contracts import Integration, StreamRead
@@ -98,7 +99,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
     check_specs = [
         spec
         for key, stream in streams.items()
-        for spec in check_specs_for(key, f"{source.name}/{stream.name}")
+        for spec in check_specs_for(key, f"{source.name}/{stream.name}", source.engine)
     ]
     connector_key = connector_resource_key(source.engine)
 
@@ -172,6 +173,13 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                     ),
                     completeness_result(key, stats.rows_read, read.stats.source_total),
                 ]
+                if source.engine == "files":
+                    rejected = [(n, integration.redact(r)) for n, r in read.stats.rejected]
+                    results.append(files_rejected_result(key, rejected))
+                    if read.stats.encodings:
+                        metadata["encodings_detected"] = "; ".join(
+                            f"{name}: {how}" for name, how in read.stats.encodings.items()
+                        )
                 yield dg.MaterializeResult(
                     asset_key=key,
                     metadata=metadata,
@@ -197,7 +205,7 @@ def build_spec_job(source: SourceSpec) -> dg.UnresolvedAssetJobDefinition:
         # freshness check a sensor reports, unpartitioned) are not part of a sync run.
         selection=dg.AssetSelection.assets(*keys).without_checks()
         | dg.AssetSelection.checks(
-            *(dg.AssetCheckKey(key, name) for key in keys for name in SYNC_CHECKS)
+            *(dg.AssetCheckKey(key, name) for key in keys for name in sync_checks(source.engine))
         ),
         executor_def=dg.in_process_executor,
         # Every run of a partition carries the integration and spec tags, however it was launched

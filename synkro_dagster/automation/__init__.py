@@ -6,7 +6,8 @@
 - `<spec>_integration_schedules` — one per spec: runs for integrations whose own cron is due;
 - `run_failure_alert` — failed runs → SYNKRO_ALERT_WEBHOOK_URL;
 - `freshness_against_schedules` — the streams' `fresh_against_schedule` check results;
-- `<spec>_file_drop` — one per `files` spec: new complete inbox files start a run.
+- `<spec>_file_drop` — one per `files` spec: new complete inbox files start a run;
+- `rejected_files_alert` — with any `files` spec: runs that quarantined files → the webhook.
 
 Building them reads only environment settings: no database, no network.
 """
@@ -42,8 +43,12 @@ def build_automation(
 
 def _file_drop_sensors(specs: dict[str, SourceSpec]) -> list[dg.SensorDefinition]:
     from synkro_dagster.automation.file_drop import build_file_drop_sensors
+    from synkro_dagster.automation.rejected_files_alert import build_rejected_files_alert_sensor
 
-    return build_file_drop_sensors(specs)
+    sensors = build_file_drop_sensors(specs)
+    if sensors:  # quarantined files exist only where files specs do
+        sensors.append(build_rejected_files_alert_sensor())
+    return sensors
 
 
 __all__ = ["build_automation"]
