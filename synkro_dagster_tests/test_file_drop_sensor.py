@@ -220,3 +220,61 @@ def test_the_sensor_loads_in_a_code_location_beside_its_job(
     )
     result = sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["acme-1c"]
+
+
+def test_identical_content_under_a_new_name_is_a_new_drop(
+    registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    # Weekend exports with a header only: the same bytes, a new file each day.
+    header_only = "НомерДокумента;ДатаДокумента;НомерСтроки\r\n".encode("cp1251")
+    inbox = tmp_path / "acme-1c"
+    sensor = _sensor(registry)
+    drop(inbox, "sales_2026-11-28.csv", header_only)
+    saturday = _tick(sensor, instance, tmp_path)
+    (inbox / "sales_2026-11-28.csv").rename(tmp_path / "moved-by-the-run.csv")
+    drop(inbox, "sales_2026-11-29.csv", header_only)
+    sunday = _tick(sensor, instance, tmp_path, cursor=saturday.cursor)
+    assert len(sunday.run_requests) == 1
+    assert sunday.run_requests[0].run_key != saturday.run_requests[0].run_key
+
+
+def test_the_same_file_dropped_again_later_is_a_new_drop(
+    registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "acme-1c"
+    sensor = _sensor(registry)
+    drop(inbox, "sales_2026-11-01.csv", SALES, age=120)
+    first = _tick(sensor, instance, tmp_path)
+    (inbox / "sales_2026-11-01.csv").unlink()  # a run loaded and moved it
+    drop(inbox, "sales_2026-11-01.csv", SALES, age=30)  # the sender sent it once more
+    second = _tick(sensor, instance, tmp_path, cursor=first.cursor)
+    # A run takes it (and skips it as a duplicate upload) instead of leaving it in the inbox.
+    assert len(second.run_requests) == 1
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_no_second_run_while_a_run_of_the_integration_is_in_flight(
+    registry: IntegrationRegistry, tmp_path: Path
+) -> None:
+    from dagster._core.test_utils import create_run_for_test
+
+    # The run in flight has moved sales_2026-11-01.csv already; the second is still waiting.
+    drop(tmp_path / "acme-1c", "sales_2026-11-02.csv", SALES + b"\r\n")
+    sensor = _sensor(registry)
+    with dg.instance_for_test() as instance:
+        run = create_run_for_test(
+            instance,
+            job_name="sync_onec",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/partition": "acme-1c", "synkro/integration": "acme-1c"},
+        )
+        during = _tick(sensor, instance, tmp_path)
+        assert during.run_requests == []
+        assert (
+            "a run is still in progress for acme-1c: 1 file(s)" in during.skip_reason.skip_message
+        )
+
+        # The run ended without taking the file (it arrived too late): now it gets its run.
+        instance.report_run_canceled(run)
+        after = _tick(sensor, instance, tmp_path, cursor=during.cursor)
+        assert [r.partition_key for r in after.run_requests] == ["acme-1c"]

@@ -7,8 +7,13 @@ and emits one RunRequest per integration that has ready files:
 
 - `partition_key` = the integration id, run tags `synkro/integration`, `synkro/tenant`,
   `synkro/spec`;
-- `run_key` = `<id>:<digest of the sorted content hashes>`: Dagster never launches a run key twice,
-  so the same set of files never triggers twice; a new file changes the set and the key.
+- `run_key` = `<id>:<digest of the waiting uploads>`, each upload being its stream, file name,
+  the manifest's export id, content hash and the time it arrived (the later of its modification
+  and change time): Dagster never launches a run key twice, so the same waiting files never
+  trigger twice, while a new file — even with the bytes of an earlier one, under a new name or
+  dropped again under its old name — changes the key;
+- no request for an integration whose sync run is still queued or in progress: that run is
+  taking the files (the next tick after it asks again for whatever is left).
 
 Content hashes are streamed (1 MB chunks) and cached in-process by (path, size, mtime); a
 `<name>.sha256` manifest, when present, is used instead of reading the file (the run verifies it).
@@ -37,15 +42,16 @@ from synkro_dagster.connectors.files import FileDropConnector
 from synkro_dagster.connectors.files_inbox import (
     HashCache,
     inbox_dir,
-    read_manifest,
+    read_manifest_info,
     ready_files,
     stream_options,
 )
 from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs.models import SourceSpec
-from synkro_dagster.tags import run_tags
+from synkro_dagster.tags import INTEGRATION_TAG, run_tags
 
 RUN_KEY_TAG = "dagster/run_key"
+PARTITION_TAG = "dagster/partition"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 DEFAULT_MAX_RETRIES = 3
 
@@ -71,6 +77,7 @@ class InboxScan:
     disabled: list[str] = field(default_factory=list)  # "<id>: N file(s) waiting"
     pending: int = 0  # ready files whose hash is left for the next tick
     given_up: list[str] = field(default_factory=list)  # integrations whose retries are spent
+    in_flight: list[str] = field(default_factory=list)  # integrations whose run is still going
     watched: int = 0
 
 
@@ -79,8 +86,10 @@ def scan_inboxes(
     registry: IntegrationRegistry,
     connector: FileDropConnector,
     hash_budget_seconds: float = DEFAULT_HASH_BUDGET_SECONDS,
+    busy: frozenset[str] = frozenset(),
 ) -> InboxScan:
-    """One RunRequest per enabled integration of `source` whose inbox holds ready files."""
+    """One RunRequest per enabled integration of `source` whose inbox holds ready files, except
+    the integrations in `busy` (a sync run of theirs is queued or in progress)."""
     streams = stream_options(source)
     root = connector.root()
     scan = InboxScan()
@@ -94,25 +103,34 @@ def scan_inboxes(
         scan.watched += 1
         if not files:
             continue
-        hashes: list[str] = []
+        if entry.id in busy:
+            scan.in_flight.append(f"{entry.id}: {len(files)} file(s)")
+            continue
+        uploads: list[str] = []
         complete = True
         for dropped in files:
-            declared = read_manifest(dropped.path)
-            if declared is not None and _SHA256.fullmatch(declared):
-                hashes.append(declared)
-            elif time.monotonic() < deadline:
-                try:
-                    hashes.append(_hashes.hash(dropped))
-                except FileNotFoundError:
-                    continue  # moved by a run that is finishing
-            else:
-                scan.pending += 1
-                complete = False
+            manifest = read_manifest_info(dropped.path)
+            declared = manifest.sha256 if manifest is not None else None
+            try:
+                stat = dropped.path.stat()
+                if declared is not None and _SHA256.fullmatch(declared):
+                    digest = declared
+                elif time.monotonic() < deadline:
+                    digest = _hashes.hash(dropped)
+                else:
+                    scan.pending += 1
+                    complete = False
+                    continue
+            except FileNotFoundError:
+                continue  # moved by a run that is finishing
+            export = f"#{manifest.export_id}" if manifest and manifest.export_id else ""
+            arrived = max(stat.st_mtime_ns, stat.st_ctime_ns)
+            uploads.append(f"{dropped.stream}/{dropped.path.name}{export}@{digest}:{arrived}")
         # Request a run only for the whole inbox: a partial set would give a run key that the
         # next tick replaces anyway.
-        if not hashes or not complete:
+        if not uploads or not complete:
             continue
-        digest = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:20]
+        digest = hashlib.sha256("\n".join(sorted(uploads)).encode()).hexdigest()[:20]
         scan.requests.append(
             dg.RunRequest(
                 run_key=f"{entry.id}:{digest}",
@@ -121,6 +139,22 @@ def scan_inboxes(
             )
         )
     return scan
+
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def in_flight_partitions(instance: dg.DagsterInstance, job_name: str) -> frozenset[str]:
+    """Partitions (integration ids) of `job_name` with a run queued, starting or running."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT))
+    return frozenset(
+        key for run in runs if (key := run.tags.get(PARTITION_TAG) or run.tags.get(INTEGRATION_TAG))
+    )
 
 
 def retry_run_key(
@@ -169,7 +203,8 @@ def build_file_drop_sensor(
         context: dg.SensorEvaluationContext, files_connector: FileDropConnector
     ) -> dg.SensorResult:
         # The parameter name is the resource key (FILES_CONNECTOR): Dagster injects it by name.
-        scan = scan_inboxes(source, registry_factory(), files_connector, hash_budget_seconds)
+        busy = in_flight_partitions(context.instance, job_name)
+        scan = scan_inboxes(source, registry_factory(), files_connector, hash_budget_seconds, busy)
         requests = []
         for request in scan.requests:
             key = retry_run_key(context.instance, sensor_name, str(request.run_key), max_retries)
@@ -182,6 +217,10 @@ def build_file_drop_sensor(
         cursor = hashlib.sha256(state.encode()).hexdigest()[:16]
         disabled = f"; disabled, skipped: {', '.join(scan.disabled)}" if scan.disabled else ""
         pending = f"; {scan.pending} file(s) still being hashed" if scan.pending else ""
+        if scan.in_flight:
+            # The run in progress is moving these files; asking now would start a second run
+            # for whatever it has not moved yet.
+            pending += f"; a run is still in progress for {', '.join(scan.in_flight)}"
         if scan.given_up:
             # Files whose runs failed max_retries times wait for a person (re-execute the run).
             pending += f"; {max_retries} failed runs, not retried again: {', '.join(scan.given_up)}"
@@ -194,6 +233,10 @@ def build_file_drop_sensor(
             )
         if scan.disabled:
             context.log.info(f"disabled integrations skipped: {', '.join(scan.disabled)}")
+        if scan.in_flight:
+            context.log.info(
+                f"runs still in progress, not asked again: {', '.join(scan.in_flight)}"
+            )
         known = set(context.instance.get_dynamic_partitions(partitions_name))
         missing = sorted({r.partition_key for r in scan.requests} - known)
         context.log.info(
