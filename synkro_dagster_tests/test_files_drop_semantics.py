@@ -17,7 +17,14 @@ from synkro_dagster.contracts import StreamRead
 from synkro_dagster.datalayer.load import LoadStats
 from synkro_dagster.datalayer.resource import DataLayer, LoadContext, TableTarget
 from synkro_dagster.specs.models import SourceSpec
-from synkro_dagster_tests.files_corpus import drop, drops_spec, integration, sha256
+from synkro_dagster_tests.files_corpus import (
+    corpus,
+    drop,
+    drops_spec,
+    good_files,
+    integration,
+    sha256,
+)
 
 
 def _sync(
@@ -264,6 +271,34 @@ def test_values_postgresql_rejects_at_merge_and_copy_quarantine_their_file_alone
     assert [n for n, _ in read.stats.rejected] == ["array_1.json", "array_2.json", "array_3.json"]
     # Only the loaded file is recorded: a rejected file's claim was rolled back with its rows.
     assert _rows(engine, "select file_name from synkro.processed_files") == [("array_4.json",)]
+
+
+def test_the_malformed_corpus_lands_through_postgresql_with_only_the_good_files(
+    database_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "acme"
+    bad = corpus()
+    for item in bad:
+        drop(inbox, item.name, item.content)
+    drop(inbox, "orders_manifest.csv.sha256", f"{'0' * 64}  orders_manifest.csv\n")
+    for name, content in good_files().items():
+        drop(inbox, name, content)
+
+    rejected: dict[str, str] = {}
+    for stream in drops_spec().streams:
+        read, stats = _sync(database_url, tmp_path, stream.name)
+        assert stats.parts_loaded == 1, stream.name  # one good file per stream
+        rejected.update(read.stats.rejected)
+
+    assert set(rejected) == {item.name for item in bad}
+    for item in bad:
+        report = _error_txt(inbox, item.name)
+        for expected in item.expected:
+            assert expected in report, f"{item.name}: {expected!r} not in\n{report}"
+        error = next(line for line in report.splitlines() if line.startswith("error: "))
+        assert error.count("(") == error.count(")"), error
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == sorted(good_files())
+    assert _rows(engine, "select count(*) from synkro.processed_files") == [(len(good_files()),)]
 
 
 # -- 6. quoted empty strings ----------------------------------------------------------------------

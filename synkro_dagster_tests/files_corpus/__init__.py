@@ -216,6 +216,30 @@ def corpus() -> list[BadFile]:
             b'{"id": 1, "at": "2026-11-01T10:00:00"}\n\n{"id": 2, "at": "yesterday"}\n',
             ("events_badtime.ndjson line 3, column 'at': 'yesterday' is not a timestamp",),
         ),
+        # The four that used to stop the whole stream instead of quarantining one file:
+        BadFile(
+            "orders_nul.csv",
+            b"id,amount,note\n1,2.5,ok\n2,3.5,bad\x00byte\n",
+            ("orders_nul.csv line 3, column 'note': 'bad\\x00byte' contains a NUL character",),
+        ),
+        BadFile(
+            "orders_overflow.csv",
+            b"id,amount\n1,2.5\n99999999999,3.5\n",
+            ("orders_overflow.csv line 3, column 'id': '99999999999' is out of range for integer",),
+        ),
+        BadFile(
+            "orders_widefield.csv",
+            b"id,amount," + b"x" * 200_000 + b"\n1,2.5,3\n",
+            ("orders_widefield.csv line 1: malformed CSV header", "field larger than field limit"),
+        ),
+        BadFile(
+            "array_deep.json",
+            b'[{"id": 1, "amount": 1}, {"id": 2, "amount": 2, "tree": '
+            + b"[" * 100_000
+            + b"]" * 100_000
+            + b"}]",
+            ("array_deep.json: JSON nested more than 100 levels deep",),
+        ),
         BadFile(
             "orders_manifest.csv",
             b"id,amount\n1,2.5\n",
