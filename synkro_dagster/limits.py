@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 MIB = 1024 * 1024
 
@@ -46,11 +48,9 @@ class Limit:
 HTTP_RESPONSE_BYTES = Limit(
     "SYNKRO_HTTP_MAX_RESPONSE_BYTES", 64 * MIB, "bytes in one HTTP response body (decompressed)"
 )
-JSON_DEPTH = Limit("SYNKRO_JSON_MAX_DEPTH", 128, "nesting levels of JSON arrays and objects")
-CSV_FIELD_CHARS = Limit("SYNKRO_CSV_MAX_FIELD_CHARS", 16 * MIB, "characters in one CSV field")
-CSV_LINE_CHARS = Limit(
-    "SYNKRO_CSV_MAX_LINE_CHARS", 64 * MIB, "characters in one CSV line (one record)"
-)
+JSON_DEPTH = Limit("SYNKRO_JSON_MAX_DEPTH", 100, "nesting levels of JSON arrays and objects")
+CSV_FIELD_CHARS = Limit("SYNKRO_CSV_MAX_FIELD_CHARS", 1 * MIB, "characters in one CSV field")
+CSV_LINE_BYTES = Limit("SYNKRO_CSV_MAX_LINE_BYTES", 64 * MIB, "bytes in one line of a CSV file")
 XLSX_UNCOMPRESSED_BYTES = Limit(
     "SYNKRO_XLSX_MAX_UNCOMPRESSED_BYTES", 1024 * MIB, "decompressed bytes of an XLSX file"
 )
@@ -90,11 +90,11 @@ def json_too_deep(raw: bytes, max_depth: int) -> bool:
     return bool(_PAIR.search(text))
 
 
-def lone_surrogate_at(raw: bytes) -> int | None:
-    r"""Byte offset of the first `\uD800`-`\uDFFF` escape in JSON text that is not half of a
-    surrogate pair (PostgreSQL and UTF-8 cannot store it), or None."""
+def lone_surrogates(raw: bytes) -> Iterator[int]:
+    r"""Byte offsets of the `\uD800`-`\uDFFF` escapes in JSON text that are not half of a
+    surrogate pair (not a character: UTF-8 and PostgreSQL cannot store them)."""
     if b"\\u" not in raw:
-        return None
+        return
     pending_high: int | None = None
     for match in _SURROGATE_ESCAPE.finditer(raw):
         start = match.start()
@@ -108,12 +108,65 @@ def lone_surrogate_at(raw: bytes) -> int | None:
             if not is_high and start == pending_high + 6:
                 pending_high = None
                 continue
-            return pending_high
+            yield pending_high
+            pending_high = None
         if is_high:
             pending_high = start
         else:
-            return start
-    return pending_high
+            yield start
+    if pending_high is not None:
+        yield pending_high
+
+
+def lone_surrogate_at(raw: bytes) -> int | None:
+    """The first of `lone_surrogates(raw)`, or None."""
+    return next(lone_surrogates(raw), None)
+
+
+def lone_surrogate_in_file(handle: BinaryIO, chunk_size: int = 1024 * 1024) -> int | None:
+    """`lone_surrogate_at` over a whole file read in chunks (memory stays flat): each chunk is
+    judged with some bytes of context on both sides, so a pair cut by a chunk edge is a pair."""
+    context = 64
+    base = handle.tell()
+    previous = b""
+    data = handle.read(chunk_size)
+    offset = 0
+    while data:
+        following = handle.read(chunk_size)
+        window = previous + data + following[:12]
+        for at in lone_surrogates(window):
+            if len(previous) <= at < len(previous) + len(data):
+                handle.seek(base)
+                return offset + at - len(previous)
+        offset += len(data)
+        previous = (previous + data)[-context:]
+        data = following
+    handle.seek(base)
+    return None
+
+
+def longest_line_over(handle: BinaryIO, limit: int, chunk_size: int = 1024 * 1024) -> int | None:
+    """The (1-based) number of the first line longer than `limit` bytes, or None; the file is
+    read in chunks, so a hostile single-line file is refused after `limit` bytes, not loaded."""
+    base = handle.tell()
+    run = 0
+    line = 1
+    try:
+        while chunk := handle.read(chunk_size):
+            first = chunk.find(b"\n")
+            if first == -1:
+                run += len(chunk)
+                if run > limit:
+                    return line
+                continue
+            if run + first > limit:
+                return line
+            line += chunk.count(b"\n")
+            # Lines wholly inside a chunk are shorter than the chunk, which is below any limit.
+            run = len(chunk) - chunk.rfind(b"\n") - 1
+        return None
+    finally:
+        handle.seek(base)
 
 
 def position(raw: bytes, offset: int) -> str:

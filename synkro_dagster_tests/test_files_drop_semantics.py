@@ -197,8 +197,8 @@ STREAM_STOPPERS = [
     pytest.param(
         "orders",
         "orders_widefield.csv",
-        b"id,amount," + b"x" * 200_000 + b"\n1,2.5,3\n",
-        ["orders_widefield.csv line 1", "field larger than field limit"],
+        b"id,amount," + b"x" * 1_100_000 + b"\n1,2.5,3\n",
+        ["orders_widefield.csv line 1", "a field longer than 1048576 characters"],
         id="csv-header-field-over-the-field-limit",
     ),
     pytest.param(

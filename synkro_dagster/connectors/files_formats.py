@@ -24,6 +24,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from synkro_dagster import limits
 from synkro_dagster.contracts import Record, SourceDataError
 from synkro_dagster.specs.files import FileOptions
 
@@ -36,7 +37,8 @@ DETECTED_ENCODINGS = ["cp1251", "cp1252"]
 MIN_ENCODING_CONFIDENCE = 0.6
 # JSON objects and arrays nested deeper than this are rejected (PostgreSQL's jsonb and Python's
 # own encoders recurse per level).
-MAX_JSON_DEPTH = 100
+# Default nesting limit; SYNKRO_JSON_MAX_DEPTH (synkro_dagster.limits) changes it.
+MAX_JSON_DEPTH = limits.JSON_DEPTH.default
 DELIMITERS = (";", ",", "\t")
 TEXT_BUFFER = 1024 * 1024
 
@@ -268,6 +270,8 @@ def _csv_header(
     try:
         header = next(csv.reader([first], delimiter=delimiter, quotechar=options.quotechar))
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise _csv_error(path, header_line, exc) from None
         raise SourceDataError(
             f"{path.name} line {header_line}: malformed CSV header ({exc})"
         ) from None
@@ -311,6 +315,10 @@ def _csv_batches(
     size: int,
     encodings: dict[str, str] | None = None,
 ) -> Iterator[RawBatch]:
+    _check_csv_lines(path)
+    # The csv module's own default (131,072 characters) is both too small for long text fields
+    # and not what the operator configured; it is process-wide, so it is set for every read.
+    csv.field_size_limit(limits.CSV_FIELD_CHARS.value())
     enc = (options.encoding, "set by the spec") if options.encoding else detect_encoding(path)
     if encodings is not None and not options.encoding:
         encodings[path.name] = f"{enc[0]} ({enc[1]})"
@@ -332,7 +340,7 @@ def _csv_batches(
                 rows = list(islice(reader, size))
             except csv.Error as exc:
                 line = layout.header_line + reader.line_num
-                raise SourceDataError(f"{path.name} line {line}: malformed CSV ({exc})") from None
+                raise _csv_error(path, line, exc) from None
             if not rows:
                 return
             if set(map(len, rows)) != {named}:
@@ -345,6 +353,29 @@ def _csv_batches(
         raise _decode_error(path, enc[0], enc[1]) from None
     finally:
         handle.close()
+
+
+def _check_csv_lines(path: Path) -> None:
+    """Refuse a file with a line longer than SYNKRO_CSV_MAX_LINE_BYTES before parsing it: the csv
+    module (and the header read) would hold the whole line, however long, in memory."""
+    limit = limits.CSV_LINE_BYTES.value()
+    with path.open("rb") as handle:
+        line = limits.longest_line_over(handle, limit)
+    if line is not None:
+        raise SourceDataError(
+            f"{path.name} line {line}: longer than {limit} bytes, the most one CSV line may "
+            f"hold ({limits.CSV_LINE_BYTES.hint()})"
+        )
+
+
+def _csv_error(path: Path, line: int, exc: csv.Error) -> SourceDataError:
+    if "field larger than field limit" in str(exc):
+        limit = limits.CSV_FIELD_CHARS.value()
+        return SourceDataError(
+            f"{path.name} line {line}: a field longer than {limit} characters, the most one CSV "
+            f"field may hold ({limits.CSV_FIELD_CHARS.hint()})"
+        )
+    return SourceDataError(f"{path.name} line {line}: malformed CSV ({exc})")
 
 
 def _may_quote_empty(path: Path, layout: _CsvLayout) -> bool:
@@ -439,7 +470,7 @@ def _csv_batches_keeping_quoted_empty(
                     break
         except csv.Error as exc:
             line = layout.header_line + reader.line_num
-            raise SourceDataError(f"{path.name} line {line}: malformed CSV ({exc})") from None
+            raise _csv_error(path, line, exc) from None
         if not rows:
             return
         if set(map(len, rows)) != {len(layout.names)}:
@@ -474,9 +505,50 @@ def _fixed_rows(
 # -- XLSX ---------------------------------------------------------------------------------------
 
 
+def check_xlsx_archive(path: Path) -> None:
+    """Refuse a zip bomb before openpyxl opens it: the archive's declared sizes (zipfile stops
+    any member at its declared size, so they cannot lie upwards) against the total, per-part
+    ratio and shared-strings limits. openpyxl holds the shared strings in memory even in
+    read-only mode; everything else it streams."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SourceDataError(f"{path.name}: not a valid XLSX workbook ({exc})") from None
+    total_limit = limits.XLSX_UNCOMPRESSED_BYTES.value()
+    total = sum(m.file_size for m in members)
+    if total > total_limit:
+        raise SourceDataError(
+            f"{path.name}: unpacks to {total} bytes, more than the {total_limit} an XLSX file may "
+            f"({limits.XLSX_UNCOMPRESSED_BYTES.hint()})"
+        )
+    ratio_limit = limits.XLSX_RATIO.value()
+    strings_limit = limits.XLSX_SHARED_STRINGS_BYTES.value()
+    for member in members:
+        if (
+            member.filename.lower().endswith("sharedstrings.xml")
+            and member.file_size > strings_limit
+        ):
+            raise SourceDataError(
+                f"{path.name}: its shared-strings table {member.filename} unpacks to "
+                f"{member.file_size} bytes, more than {strings_limit} "
+                f"({limits.XLSX_SHARED_STRINGS_BYTES.hint()})"
+            )
+        # Small parts may compress very well without harm; a bomb is large by definition.
+        if member.file_size > 1024 * 1024:
+            ratio = member.file_size / max(member.compress_size, 1)
+            if ratio > ratio_limit:
+                raise SourceDataError(
+                    f"{path.name}: part {member.filename} unpacks {ratio:.0f} times its packed "
+                    f"size ({member.compress_size} -> {member.file_size} bytes), more than "
+                    f"{ratio_limit} (a zip bomb?; {limits.XLSX_RATIO.hint()})"
+                )
+
+
 def _xlsx_rows(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
     from openpyxl import load_workbook
 
+    check_xlsx_archive(path)
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
@@ -549,7 +621,7 @@ def _renamed(record: Any, where: int | str, path: Path, options: FileOptions) ->
         if isinstance(value, dict | list) and _too_deep(value):
             raise SourceDataError(
                 f"{path.name} {describe(where)}, column '{key}': JSON nested more than "
-                f"{MAX_JSON_DEPTH} levels deep"
+                f"{limits.JSON_DEPTH.value()} levels deep (SYNKRO_JSON_MAX_DEPTH)"
             )
     if options.rename:
         return {options.rename.get(k, k): v for k, v in record.items()}
@@ -559,10 +631,11 @@ def _renamed(record: Any, where: int | str, path: Path, options: FileOptions) ->
 def _too_deep(value: Any) -> bool:
     """Whether objects/arrays nest deeper than MAX_JSON_DEPTH below `value` (iteratively: a
     recursive walk would itself fail on the values it is meant to catch)."""
+    max_depth = limits.JSON_DEPTH.value()
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
+        if depth > max_depth:
             return True
         children = item.values() if isinstance(item, dict) else item
         stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
@@ -583,7 +656,7 @@ def _prefixed(
     ijson's own `parse` builds every event's prefix from the whole path, which for a document
     nested 100,000 levels deep takes gigabytes before any record is complete; nesting beyond
     MAX_JSON_DEPTH below the records is rejected instead."""
-    limit = (records_path.count(".") + 1 if records_path else 0) + 1 + MAX_JSON_DEPTH
+    limit = (records_path.count(".") + 1 if records_path else 0) + 1 + limits.JSON_DEPTH.value()
     stack: list[str | None] = []
     for event, value in events:
         if event == "map_key":
@@ -594,7 +667,7 @@ def _prefixed(
             stack.append(None if event == "start_map" else "item")
             if len(stack) > limit:
                 raise SourceDataError(
-                    f"{path.name}: JSON nested more than {MAX_JSON_DEPTH} levels deep "
+                    f"{path.name}: JSON nested more than {limits.JSON_DEPTH.value()} levels deep (SYNKRO_JSON_MAX_DEPTH) "
                     f"(at {prefix[:60] or 'the top level'}…)"
                 )
         elif event == "end_map" or event == "end_array":
@@ -603,6 +676,22 @@ def _prefixed(
         else:
             prefix = ".".join(map(str, stack))
         yield prefix, event, value
+
+
+def _lone_surrogate_error(path: Path, at: int) -> SourceDataError:
+    line, line_start, done = 1, 0, 0
+    with path.open("rb") as handle:
+        while done < at and (chunk := handle.read(min(TEXT_BUFFER, at - done))):
+            line += chunk.count(b"\n")
+            last = chunk.rfind(b"\n")
+            if last != -1:
+                line_start = done + last + 1
+            done += len(chunk)
+        escape = handle.read(6).decode("ascii", errors="replace")
+    return SourceDataError(
+        f"{path.name} line {line}, column {at - line_start + 1}: a lone UTF-16 surrogate escape "
+        f"{escape}; it is not a character and cannot be stored"
+    )
 
 
 def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> Iterator[Any]:
@@ -630,6 +719,10 @@ def _json_records(path: Path, options: FileOptions, primary_key: list[str]) -> I
     with path.open("rb") as handle:
         if handle.read(3) != codecs.BOM_UTF8:
             handle.seek(0)
+        # ijson turns a lone surrogate escape into "?" without a word: refuse it first.
+        at = limits.lone_surrogate_in_file(handle)
+        if at is not None:
+            raise _lone_surrogate_error(path, at)
         number = 0
         try:
             events = _prefixed(ijson.basic_parse(handle, use_float=False), path, records_path)
@@ -662,6 +755,12 @@ def _ndjson_records(path: Path, options: FileOptions, primary_key: list[str]) ->
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            if b"\\u" in raw and (at := limits.lone_surrogate_at(raw)) is not None:
+                raise SourceDataError(
+                    f"{path.name} line {number}, column {at + 1}: a lone UTF-16 surrogate escape "
+                    f"{raw[at : at + 6].decode('ascii')}; it is not a character and cannot be "
+                    "stored"
+                )
             try:
                 text = raw.decode(encoding)
                 value = json.loads(text, parse_float=Decimal)
@@ -677,6 +776,6 @@ def _ndjson_records(path: Path, options: FileOptions, primary_key: list[str]) ->
             except RecursionError:
                 raise SourceDataError(
                     f"{path.name} line {number}: JSON nested too deep to read (more than "
-                    f"{MAX_JSON_DEPTH} levels)"
+                    f"{limits.JSON_DEPTH.value()} levels, SYNKRO_JSON_MAX_DEPTH)"
                 ) from None
             yield number, _renamed(value, number, path, options)

@@ -1032,7 +1032,7 @@ class HttpSession:
         at = limits.lone_surrogate_at(content)
         if at is not None:
             raise SourceDataError(
-                f"{where}: a lone UTF-16 surrogate escape {content[at : at + 6].decode()!r} at "
+                f"{where}: a lone UTF-16 surrogate escape {content[at : at + 6].decode()} at "
                 f"{limits.position(content, at)}; it is not a character and cannot be stored"
             )
         if limits.json_too_deep(content, self.max_json_depth):

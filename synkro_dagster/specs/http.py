@@ -258,7 +258,7 @@ class HttpSourceOptions(_Model):
         gt=0,
         le=10_000,
         description="deepest nesting of arrays/objects in a page (default SYNKRO_JSON_MAX_DEPTH "
-        "or 128)",
+        "or 100)",
     )
 
     def check_spec(self, source: SourceSpec) -> None:
