@@ -217,5 +217,9 @@ class StreamRead:
 
     parts: Iterator[Part]
     stats: ReadStats = field(default_factory=ReadStats)
-    # Column types the source itself declares (SQL reflection), as PostgreSQL type names.
+    # Column types the source itself declares (SQL reflection), as PostgreSQL type names
+    # (sized where the source says: numeric(10,2), varchar(40)).
     column_types: dict[str, str] = field(default_factory=dict)
+    # Columns the source declares NOT NULL, and the source's column comments (SQL reflection).
+    not_null: frozenset[str] = frozenset()
+    column_comments: dict[str, str] = field(default_factory=dict)

@@ -223,7 +223,7 @@ def test_pg_column_types_come_from_reflection(pg_source_url: str) -> None:
         read = session.read(spec.streams[0], None)
         assert read.column_types == {
             "id": "bigint",
-            "amount": "numeric",  # declared numeric(12,2) although the only value is whole
+            "amount": "numeric(12,2)",  # as declared, although the only value is whole
             "ratio": "double precision",
             "paid": "boolean",
             "booked": "date",
@@ -232,7 +232,7 @@ def test_pg_column_types_come_from_reflection(pg_source_url: str) -> None:
             "doc": "jsonb",
             "tags": "jsonb",
             "blob": "text",
-            "note": "text",
+            "note": "varchar(20)",
             "qty": "integer",
         }
         (row,) = _rows(read)
@@ -264,7 +264,7 @@ def test_mariadb_column_types_come_from_reflection(mariadb_source_url: str) -> N
         read = session.read(spec.streams[0], None)
         assert read.column_types == {
             "id": "integer",
-            "amount": "numeric",
+            "amount": "numeric(12,2)",
             "flag": "boolean",  # TINYINT(1) is MySQL's BOOLEAN
             "level": "integer",
             "big": "bigint",

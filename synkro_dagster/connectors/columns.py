@@ -135,4 +135,12 @@ def shape_read(read: StreamRead, shaper: ColumnShaper) -> StreamRead:
         read,
         parts=(_ShapedPart(part, shaper) for part in read.parts),
         column_types=shaper.column_types(dict(read.column_types)),
+        not_null=frozenset(
+            name for field in read.not_null if (name := shaper.name(field)) is not None
+        ),
+        column_comments={
+            name: text
+            for field, text in read.column_comments.items()
+            if (name := shaper.name(field)) is not None
+        },
     )

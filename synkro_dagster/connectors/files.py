@@ -53,7 +53,7 @@ from synkro_dagster.contracts import (
     StreamRead,
 )
 from synkro_dagster.specs.files import FileOptions
-from synkro_dagster.specs.models import SourceSpec, StreamSpec
+from synkro_dagster.specs.models import SourceSpec, StreamSpec, base_type
 
 _hashes = HashCache()
 # dict.get(v, v) as a C-speed "empty string -> None" over a column.
@@ -202,16 +202,19 @@ class FilePart(Part):
                 f"{self.name}: its manifest {self.name}.sha256 is unreadable: "
                 f"{manifest.exported_at_error}"
             )
+        # Parsing goes by the plain type (numeric(10,2) parses as numeric); the data layer keeps
+        # the declared size.
+        kinds = {column: base_type(kind) for column, kind in self.stream.columns.items()}
         converters = {
             column: converter
-            for column, kind in self.stream.columns.items()
+            for column, kind in kinds.items()
             # CSV values are text already: a text hint has nothing to do.
             if not (kind == "text" and self.options.format == "csv")
             and (converter := make_converter(kind, self.options)) is not None
         }
         column_converters = {
             column: converter
-            for column, kind in self.stream.columns.items()
+            for column, kind in kinds.items()
             if column in converters
             and (converter := make_column_converter(kind, self.options)) is not None
         }

@@ -122,6 +122,30 @@ def pg_type_for(column_type: sa.types.TypeEngine[Any]) -> str | None:
     return "text"
 
 
+def exact_type_for(column_type: sa.types.TypeEngine[Any]) -> str | None:
+    """`numeric(p,s)` / `varchar(n)` for a reflected sized column, else None (the plain type).
+
+    Only types whose values land unchanged: DECIMAL/NUMERIC with a precision, and CHAR/VARCHAR
+    (and NCHAR/NVARCHAR) with a length, which lands as varchar(n) (no blank padding)."""
+    if isinstance(column_type, sa.Float | sa.Integer) or not isinstance(
+        column_type, sa.Numeric | sa.String
+    ):
+        return None
+    if isinstance(column_type, sa.Numeric):
+        precision, scale = column_type.precision, column_type.scale
+        if not column_type.asdecimal or not precision or not 1 <= precision <= 1000:
+            return None
+        scale = scale or 0
+        return f"numeric({precision},{scale})" if 0 <= scale <= precision else None
+    if isinstance(column_type, sa.Text | sa.Enum) or type(column_type).__name__ in (
+        "TEXT",
+        "CLOB",
+    ):
+        return None
+    length = getattr(column_type, "length", None)
+    return f"varchar({length})" if isinstance(length, int) and 0 < length <= 10485760 else None
+
+
 def _fix_for(column_type: sa.types.TypeEngine[Any], pg_type: str | None) -> Fix | None:
     if isinstance(column_type, sa.types._Binary | mysql_types.BIT):
         return _hex
@@ -280,6 +304,8 @@ class _Plan:
         self.statement = statement
         self.column_types = column_types
         self.fixes = fixes
+        self.not_null: set[str] = set()
+        self.comments: dict[str, str] = {}
         # psycopg only: fetch in PostgreSQL's binary format (every result type is known to load).
         self.binary = False
 
@@ -494,7 +520,18 @@ class SqlSession:
                 value = self._cursor_value(stream, stored, column_types.get(cursor_column.name))
                 statement = statement.where(cursor_column >= value)
             statement = statement.order_by(cursor_column)
-        return _Plan(statement, column_types, fixes)
+        plan = _Plan(statement, column_types, fixes)
+        # What the source declares beyond the type name lands too: numeric(10,2), varchar(40),
+        # NOT NULL and the column's comment (the data layer keeps them only where safe).
+        for column in columns:
+            sized = exact_type_for(column.type)
+            if sized is not None and column.name in column_types:
+                plan.column_types[column.name] = sized
+            if column.nullable is False:
+                plan.not_null.add(column.name)
+            if column.comment:
+                plan.comments[column.name] = str(column.comment)
+        return plan
 
     def _plan_query(
         self, conn: sa.Connection, stream: StreamSpec, options: SqlStreamOptions, cursor: str | None
@@ -573,7 +610,13 @@ class SqlSession:
             raise self._error(stream, f"{what}: {self._describe_db_error(exc)}") from None
         stats = ReadStats()
         part = BatchesPart(self._batches(stream, plan, batch_size, stats), name=stream.name)
-        return StreamRead(parts=iter([part]), stats=stats, column_types=dict(plan.column_types))
+        return StreamRead(
+            parts=iter([part]),
+            stats=stats,
+            column_types=dict(plan.column_types),
+            not_null=frozenset(plan.not_null),
+            column_comments=dict(plan.comments),
+        )
 
     def _batches(
         self, stream: StreamSpec, plan: _Plan, batch_size: int, stats: ReadStats

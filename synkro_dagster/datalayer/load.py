@@ -222,6 +222,8 @@ class _Load:
         self.batch_rows = max(1, batch_rows)
         self.stats = LoadStats()
         self.columns: dict[Any, _Column] = {}
+        self._unfit: set[Any] = set()  # keys whose sized declared type the values do not fit
+        self._nulls: set[Any] = set()  # keys of NOT NULL candidates that got a null
         self._getter: Any = None
         self.done_parts: list[Part] = []
         # Isolated parts (files) are merged one by one inside their own savepoint, so that every
@@ -558,10 +560,14 @@ class _Load:
             return
         self.lock_target()
         existing = types.existing_columns(self.conn, self.schema, self.table)
+        required = types.not_null_columns(self.conn, self.schema, self.table) if existing else set()
+        self.check_declared(required)
         if existing is None:
             self.create_table()
         else:
             self.evolve_table(existing)
+            self.relax_not_null(required)
+        self.apply_comments(existing is None)
         mode = self.target.write_mode
         if mode == "merge":
             self.upsert()
@@ -583,8 +589,91 @@ class _Load:
     def wanted_type(self, column: _Column) -> str:
         hint = self.target.column_hints.get(column.key) or self.read.column_types.get(column.key)
         if hint:
-            return types.canonical_type(hint)
+            declared = types.declared_type(hint)
+            # A sized type the staged values do not fit is widened, never rounded or cut.
+            return types.canonical_type(declared) if column.key in self._unfit else declared
         return column.seen or types.TEXT
+
+    def check_declared(self, required: set[str]) -> None:
+        """One pass over the staged rows: which sized declared types the values do not fit, and
+        which columns got nulls (a NOT NULL is kept only for columns that got none)."""
+        checks: list[sql.Composable] = []
+        probes: list[tuple[str, Any]] = []
+        for column in self.columns.values():
+            hint = self.target.column_hints.get(column.key) or self.read.column_types.get(
+                column.key
+            )
+            fits = types.fits_sql(
+                sql.Identifier("s", column.stage), types.declared_type(hint or "")
+            )
+            if hint and fits is not None:
+                checks.append(sql.SQL("coalesce(bool_and({}), true)").format(fits))
+                probes.append(("fits", column))
+            if column.key in self.read.not_null or column.name in required:
+                checks.append(
+                    sql.SQL("bool_or({} is null)").format(sql.Identifier("s", column.stage))
+                )
+                probes.append(("nulls", column))
+        if not checks:
+            return
+        row = self.fetch_one(
+            sql.SQL("select {} from {} s").format(
+                sql.SQL(", ").join(checks), sql.Identifier(STAGE_TABLE)
+            )
+        )
+        assert row is not None
+        for (kind, column), value in zip(probes, row, strict=True):
+            if kind == "fits" and value is False:
+                self._unfit.add(column.key)
+            if kind == "nulls" and value:
+                self._nulls.add(column.key)
+
+    def not_null_sql(self, column: _Column) -> sql.Composable:
+        """` not null` for a new table's column the source declares NOT NULL and that got no null
+        in this load (a later null drops it again: see `relax_not_null`)."""
+        if column.key in self.read.not_null and column.key not in self._nulls:
+            return sql.SQL(" not null")
+        return sql.SQL("")
+
+    def relax_not_null(self, required: set[str]) -> None:
+        """Drop NOT NULL from columns this load leaves null (a null value, or no value at all)."""
+        keep = {"tenant_id", "integration_id", "_synkro_synced_at", *self.pk_names}
+        present = {c.name: c for c in self.columns.values()}
+        relaxed = [
+            name
+            for name in sorted(required - keep)
+            if name not in present or present[name].key in self._nulls
+        ]
+        if not relaxed:
+            return
+        self.execute(
+            sql.SQL("alter table {} {}").format(
+                self.target_sql,
+                sql.SQL(", ").join(
+                    sql.SQL("alter column {} drop not null").format(sql.Identifier(n))
+                    for n in relaxed
+                ),
+            )
+        )
+        self.stats.types_widened += [f"{name}: not null -> null" for name in relaxed]
+
+    def apply_comments(self, created: bool) -> None:
+        """The source's column comments become the landed columns' comments (kept in step)."""
+        wanted = {
+            c.name: self.read.column_comments[c.key]
+            for c in self.columns.values()
+            if c.key in self.read.column_comments
+        }
+        if not wanted:
+            return
+        have = {} if created else types.column_comments(self.conn, self.schema, self.table)
+        for name, text in wanted.items():
+            if have.get(name) != text:
+                self.execute(
+                    sql.SQL("comment on column {}.{} is {}").format(
+                        self.target_sql, sql.Identifier(name), sql.Literal(text)
+                    )
+                )
 
     def create_table(self) -> None:
         if not self.conn.execute(
@@ -612,7 +701,11 @@ class _Load:
         for column in self.columns.values():
             column.type = self.wanted_type(column)
             definitions.append(
-                sql.SQL("{} {}").format(sql.Identifier(column.name), types.type_sql(column.type))
+                sql.SQL("{} {}{}").format(
+                    sql.Identifier(column.name),
+                    types.type_sql(column.type),
+                    self.not_null_sql(column),
+                )
             )
         definitions += [
             sql.SQL("_synkro_synced_at timestamptz not null default now()"),

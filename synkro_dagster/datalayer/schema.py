@@ -83,12 +83,64 @@ def canonical_type(name: str) -> str:
     return _ALIASES.get(base, cleaned)
 
 
+_EXACT = re.compile(
+    r"^(?P<base>numeric|decimal|character varying|varchar|character|char|bpchar)"
+    r"\s*\(\s*(?P<first>\d+)\s*(?:,\s*(?P<second>\d+)\s*)?\)$"
+)
+MAX_NUMERIC_PRECISION = 1000
+
+
+def exact_type(name: str) -> str | None:
+    """A declared type whose size the target keeps: `numeric(10,2)`, `varchar(40)`; else None.
+
+    `char(n)` lands as `varchar(n)`: a source's fixed-width value keeps its exact text either way,
+    and a `char` column would pad shorter values with blanks."""
+    cleaned = " ".join(name.strip().lower().split())
+    match = _EXACT.match(cleaned)
+    if match is None:
+        return None
+    first, second = int(match["first"]), match["second"]
+    if match["base"] in ("numeric", "decimal"):
+        scale = int(second) if second is not None else 0
+        if not 1 <= first <= MAX_NUMERIC_PRECISION or scale > first:
+            return None
+        return f"numeric({first},{scale})"
+    if second is not None or first < 1:
+        return None
+    return f"varchar({first})"
+
+
+def declared_type(name: str) -> str:
+    """The type a column is created with: exact when sized (`numeric(10,2)`), else canonical."""
+    return exact_type(name) or canonical_type(name)
+
+
+def _sizes(name: str) -> tuple[int, int] | None:
+    match = re.match(r"^(?:numeric|varchar)\((\d+)(?:,(\d+))?\)$", name)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2] or 0)
+
+
 def join_types(a: str | None, b: str | None) -> str | None:
     """The narrowest type that holds values of both `a` and `b` (None = nothing seen yet)."""
     if a is None:
         return b
     if b is None or a == b:
         return a
+    sized_a, sized_b = _sizes(a), _sizes(b)
+    if sized_a is not None or sized_b is not None:
+        base_a, base_b = canonical_type(a), canonical_type(b)
+        if sized_a is not None and sized_b is not None and base_a == base_b:
+            if base_a == TEXT:
+                return f"varchar({max(sized_a[0], sized_b[0])})"
+            # Enough integer digits for either, and the larger scale.
+            scale = max(sized_a[1], sized_b[1])
+            digits = max(sized_a[0] - sized_a[1], sized_b[0] - sized_b[1])
+            if digits + scale <= MAX_NUMERIC_PRECISION:
+                return f"numeric({digits + scale},{scale})"
+        # A sized type beside anything else: the unsized type of the two holds both.
+        return join_types(base_a, base_b)
     for chain in (_NUMERIC_CHAIN, _TEMPORAL_CHAIN):
         if a in chain and b in chain:
             return chain[max(chain.index(a), chain.index(b))]
@@ -98,7 +150,22 @@ def join_types(a: str | None, b: str | None) -> str | None:
 
 
 def type_sql(type_name: str) -> sql.Composable:
-    return sql.SQL(canonical_type(type_name))
+    return sql.SQL(declared_type(type_name))
+
+
+def fits_sql(expression: sql.Composable, type_name: str) -> sql.Composable | None:
+    """A condition true when the staged text `expression` fits the sized type without rounding
+    or cutting (None for types that need no such check). An explicit cast would silently round
+    `1.005` into numeric(10,2) or cut text to varchar(n), so sized columns are checked first."""
+    sizes = _sizes(type_name)
+    if sizes is None:
+        return None
+    if type_name.startswith("varchar"):
+        return sql.SQL("char_length({}) <= {}").format(expression, sql.Literal(sizes[0]))
+    precision, scale = sizes
+    return sql.SQL(
+        "({0})::numeric = round(({0})::numeric, {1}) and abs(({0})::numeric) < {2}"
+    ).format(expression, sql.Literal(scale), sql.SQL(f"1e{precision - scale}"))
 
 
 def cast(expression: sql.Composable, type_name: str) -> sql.Composable:
@@ -255,4 +322,35 @@ def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, 
             {"schema": schema, "table": table},
         ).first()
         return {} if exists else None
-    return {name: canonical_type(type_name) for name, type_name in rows}
+    return {name: declared_type(type_name) for name, type_name in rows}
+
+
+def not_null_columns(conn: sa.Connection, schema: str, table: str) -> set[str]:
+    """The NOT NULL columns of `schema.table` (empty if it does not exist)."""
+    rows = conn.execute(
+        sa.text(
+            "select a.attname from pg_attribute a"
+            " join pg_class c on c.oid = a.attrelid"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = :schema and c.relname = :table"
+            "   and a.attnum > 0 and not a.attisdropped and a.attnotnull"
+        ),
+        {"schema": schema, "table": table},
+    )
+    return {name for (name,) in rows}
+
+
+def column_comments(conn: sa.Connection, schema: str, table: str) -> dict[str, str]:
+    """{column: comment} of `schema.table` for the columns that have one."""
+    rows = conn.execute(
+        sa.text(
+            "select a.attname, col_description(c.oid, a.attnum) from pg_attribute a"
+            " join pg_class c on c.oid = a.attrelid"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = :schema and c.relname = :table"
+            "   and a.attnum > 0 and not a.attisdropped"
+            "   and col_description(c.oid, a.attnum) is not null"
+        ),
+        {"schema": schema, "table": table},
+    )
+    return {name: text for name, text in rows}

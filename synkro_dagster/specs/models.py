@@ -16,7 +16,7 @@ SLUG = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 Engine = Literal["http", "sql", "files"]
 WriteMode = Literal["merge", "append", "replace"]
-ColumnType = Literal[
+COLUMN_TYPES = (
     "text",
     "integer",
     "bigint",
@@ -27,7 +27,36 @@ ColumnType = Literal[
     "timestamp",
     "timestamptz",
     "jsonb",
-]
+)
+# Sized types land exactly as declared: numeric(10,2), numeric(12), varchar(40).
+_SIZED_TYPE = re.compile(r"^(numeric\(\s*\d{1,4}\s*(,\s*\d{1,4}\s*)?\)|varchar\(\s*\d{1,8}\s*\))$")
+
+
+def _column_type(value: Any) -> Any:
+    if isinstance(value, str):
+        cleaned = " ".join(value.strip().lower().split())
+        if cleaned in COLUMN_TYPES or _SIZED_TYPE.match(cleaned):
+            return (
+                cleaned.replace(" ", "")
+                if cleaned.startswith(("numeric(", "varchar("))
+                else cleaned
+            )
+    raise ValueError(
+        f"unknown column type {value!r}; allowed: {', '.join(COLUMN_TYPES)}, "
+        "numeric(precision,scale), varchar(length)"
+    )
+
+
+ColumnType = Annotated[str, BeforeValidator(_column_type)]
+
+
+def base_type(column_type: str) -> str:
+    """The unsized type of a spec column type: numeric(10,2) -> numeric, varchar(40) -> text."""
+    if column_type.startswith("numeric("):
+        return "numeric"
+    if column_type.startswith("varchar("):
+        return "text"
+    return column_type
 
 
 def _as_list(value: Any) -> Any:
