@@ -1,8 +1,23 @@
-# syntax=docker/dockerfile:1.7
 # One image for every Synkro role: the gRPC code server (default command), dagster-webserver,
 # dagster-daemon, and each run container the DockerRunLauncher starts. Nothing secret is baked in:
 # credentials arrive as environment variables at run time (.env / Kubernetes Secret).
-FROM python:3.12-slim
+#
+# Only Dockerfile features Docker's built-in BuildKit frontend has had since Engine 20.10 (no
+# `# syntax=` line, no heredocs): the build needs no frontend image from a registry.
+
+# Any Debian-based image with Python 3.11-3.13 whose `python` and `pip` come first on PATH; the
+# stack test builds on a local one made from Debian packages (deploy/stacktest/build-bases.sh).
+ARG BASE_IMAGE=python:3.12-slim
+
+# Wheels for a build without the package index: `pip wheel` on the host into .wheelhouse/ and
+# --build-arg PIP_INSTALL_OPTIONS="--no-index --find-links /tmp/wheels" (docs/deploy.md). The pip
+# installs below mount this stage's /wheels, so the wheels never become a layer of the image.
+# Without the folder it is empty and pip uses the index.
+FROM ${BASE_IMAGE} AS wheelhouse
+WORKDIR /wheels
+COPY .wheelhouse* /wheels/
+
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -17,27 +32,21 @@ WORKDIR /app
 # Dependency layer: only pyproject.toml is copied, so this layer is rebuilt when the dependencies
 # change, not on every source edit. The list installed is exactly pyproject's [project]
 # dependencies (plus the chosen extras): no second, hand-kept version list.
-COPY pyproject.toml /tmp/build/pyproject.toml
-RUN python - /tmp/build/pyproject.toml "$SYNKRO_EXTRAS" > /tmp/build/requirements.txt <<'EOF'
-import sys
-import tomllib
-
-with open(sys.argv[1], "rb") as f:
-    project = tomllib.load(f)["project"]
-requirements = list(project["dependencies"])
-for extra in filter(None, (e.strip() for e in sys.argv[2].split(","))):
-    requirements += project["optional-dependencies"][extra]
-print("\n".join(requirements))
-EOF
+COPY pyproject.toml deploy/requirements.py /tmp/build/
+RUN python /tmp/build/requirements.py /tmp/build/pyproject.toml "$SYNKRO_EXTRAS" > /tmp/build/requirements.txt
+# Extra pip options, e.g. the wheelhouse's (above); empty: the package index.
+ARG PIP_INSTALL_OPTIONS=""
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -r /tmp/build/requirements.txt
+    --mount=type=bind,from=wheelhouse,source=/wheels,target=/tmp/wheels \
+    pip install $PIP_INSTALL_OPTIONS -r /tmp/build/requirements.txt
 
 # The project itself, without touching the dependencies installed above; `pip check` fails the
 # build if the source now needs something the dependency layer lacks.
 COPY README.md pyproject.toml /tmp/src/
 COPY synkro_dagster /tmp/src/synkro_dagster
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --no-deps /tmp/src && pip check && rm -rf /tmp/src /tmp/build
+    --mount=type=bind,from=wheelhouse,source=/wheels,target=/tmp/wheels \
+    pip install $PIP_INSTALL_OPTIONS --no-deps /tmp/src && pip check && rm -rf /tmp/src /tmp/build
 
 # Migrations ship with the image; `synkro db migrate` reads them from here.
 COPY supabase/migrations /app/supabase/migrations
