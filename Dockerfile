@@ -70,8 +70,14 @@ USER synkro
 EXPOSE 4000
 # Probes the code server (the default command). docker-compose.yml gives the webserver and the
 # daemon their own checks; run containers switch it off (dagster.yaml, container_kwargs).
-HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=60s --start-period=60s --retries=3 \
     CMD ["dagster", "api", "grpc-health-check", "-p", "4000"]
 
 ENTRYPOINT ["/app/deploy/entrypoint.sh"]
-CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "synkro_dagster.definitions", "--location-name", "synkro"]
+# The code server is one process serving the definitions itself (`dagster api grpc`), not
+# `dagster code-server start`: that proxy runs the definitions in a child process which shuts
+# itself down when the proxy's heartbeats stop reaching it for 30 s (seen in the stack test on a
+# busy 2-core machine: sensors held every worker thread). The proxy then kept answering the health
+# check while every call failed, and never started the child again. A code deploy restarts this
+# container instead of reloading from the UI.
+CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000", "-m", "synkro_dagster.definitions", "--location-name", "synkro"]
