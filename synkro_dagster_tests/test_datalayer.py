@@ -337,9 +337,10 @@ def test_replace_touches_only_its_own_integration(layer: DataLayer, engine: sa.E
     tgt = target(mode="replace", pk=["id"])
     layer.load(tgt, stream([{"id": 1}, {"id": 2}]), context("acme-eu"))
     layer.load(tgt, stream([{"id": 1}, {"id": 7}]), context("acme-us"))
-    stats = layer.load(tgt, stream([{"id": 3}]), context("acme-eu"))
-    assert (stats.rows_deleted, stats.rows_inserted) == (2, 1)
+    stats = layer.load(tgt, stream([{"id": 1}, {"id": 3}]), context("acme-eu"))
+    assert (stats.rows_deleted, stats.rows_inserted, stats.rows_unchanged) == (1, 1, 1)
     assert rows(engine, f"select integration_id, id from {TABLE} order by 1, 2") == [
+        ("acme-eu", 1),
         ("acme-eu", 3),
         ("acme-us", 1),
         ("acme-us", 7),

@@ -108,11 +108,16 @@ def test_erp_sync_moves_only_changes_into_the_data_layer(
     assert invoices[touched["invoices"][0]]["status"] == "paid"
     assert len(invoices) == counts["invoices"] + 1
 
-    # No cursor: the whole table again, swapped in as this integration's rows.
-    assert second["invoice_lines"].rows_read == counts["invoice_lines"] + 1
+    # No cursor: the whole table again, swapped in as this integration's rows; only the
+    # difference is written, so the unchanged lines are still those of run-1.
+    replaced = second["invoice_lines"]
+    assert replaced.rows_read == counts["invoice_lines"] + 1
+    assert (replaced.rows_inserted, replaced.rows_updated, replaced.rows_deleted) == (1, 0, 0)
+    assert replaced.rows_unchanged == counts["invoice_lines"]
     lines = _landed(engine, "erp_invoice_lines", order_by="invoice_id, line_no")
     assert len(lines) == counts["invoice_lines"] + 1
-    assert {line["_synkro_run_id"] for line in lines} == {"run-2"}
+    assert sorted(line["_synkro_run_id"] for line in lines)[-2:] == ["run-1", "run-2"]
+    assert [line["_synkro_run_id"] for line in lines].count("run-2") == 1
 
     assert layer.get_cursor(INTEGRATION, "customers") == second["customers"].cursor_after
     assert second["customers"].cursor_after > first["customers"].cursor_after

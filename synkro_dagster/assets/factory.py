@@ -17,7 +17,7 @@ from synkro_dagster.assets.checks import (
 from synkro_dagster.connectors.streams import read_stream
 from synkro_dagster.contracts import Integration, StreamRead
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
-from synkro_dagster.tags import SPEC_TAG, is_full_refresh, run_tags
+from synkro_dagster.tags import SPEC_TAG, allows_mass_delete, is_full_refresh, run_tags
 
 DATALAYER_RESOURCE = "datalayer"
 
@@ -59,6 +59,24 @@ def _asset_spec(
         metadata=metadata,
         skippable=True,
     )
+
+
+def reads_whole_source(
+    source: SourceSpec, stream: StreamSpec, cursor: str | None, full_refresh: bool
+) -> bool:
+    """Whether the read sends no cursor filter, so it returns every record (a sweep may follow)."""
+    if stream.parent is not None:
+        # A child is read for the parents its parent's read returned.
+        return full_refresh and reads_whole_source(
+            source, source.stream(stream.parent), None, full_refresh
+        )
+    if stream.cursor is None:
+        return True
+    if cursor is not None or stream.cursor.initial is None:
+        return cursor is None
+    # Only a full refresh may skip `initial`, and only where the spec does not apply it then.
+    applies = getattr(stream.cursor, "initial_applies_to_full_refresh", True)
+    return full_refresh and not applies
 
 
 class SyncFailed(dg.Failure):
@@ -142,6 +160,10 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                             stream=stream.name,
                             run_id=context.run.run_id,
                             full_refresh=full_refresh,
+                            reads_whole_source=reads_whole_source(
+                                source, stream, cursor, full_refresh
+                            ),
+                            allow_mass_delete=allows_mass_delete(context.run.tags),
                         ),
                     )
                 except Exception as exc:  # noqa: BLE001 - one stream's failure must not hide the others

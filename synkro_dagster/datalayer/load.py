@@ -34,16 +34,19 @@ from psycopg.adapt import Dumper
 
 from synkro_dagster import jsonnumbers
 from synkro_dagster.contracts import Part, Record, SourceDataError, StreamRead
+from synkro_dagster.datalayer import deletes
 from synkro_dagster.datalayer import schema as types
+from synkro_dagster.datalayer.deletes import DELETED_AT, Marker
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
 from synkro_dagster.datalayer.state import claim_part, read_cursor, set_part_rows, write_state
-from synkro_dagster.specs.models import SourceSpec, StreamSpec
+from synkro_dagster.specs.models import DeleteMarker, SourceSpec, StreamSpec
 
 log = logging.getLogger(__name__)
 
 WriteMode = Literal["merge", "append", "replace"]
 
 STAGE_TABLE = "synkro_stage"
+SEEN_TABLE = "synkro_seen_keys"  # keys every merged part of a sweeping load brought
 _EXAMPLE_CHARS = 300
 
 
@@ -58,9 +61,16 @@ class TableTarget:
     cursor_field: str | None = None
     # Spec type hints (PostgreSQL type names by record field); they win over declared and inferred.
     column_hints: dict[str, str] = field(default_factory=dict)
+    # After a complete full read (merge only): soft-delete or delete the rows it did not return.
+    sweep: Literal["soft", "hard"] | None = None
+    # A record field that marks deletions (merge only).
+    marker: Marker | None = None
+    # A replace or sweep removing more than this share of the integration's rows fails.
+    max_delete_fraction: float = 0.5
 
     @classmethod
     def for_stream(cls, source: SourceSpec, stream: StreamSpec) -> TableTarget:
+        policy = source.deletes_for(stream)
         return cls(
             schema=source.target_schema,
             table=source.table_for(stream),
@@ -69,7 +79,17 @@ class TableTarget:
             write_mode=stream.write_mode,
             cursor_field=source.landed_cursor(stream),
             column_hints=source.landed_hints(stream),
+            sweep=policy if policy in ("soft", "hard") else None,  # type: ignore[arg-type]
+            marker=Marker(source.landed(stream, policy.field), policy.value, policy.mode == "hard")
+            if isinstance(policy, DeleteMarker)
+            else None,
+            max_delete_fraction=stream.max_delete_fraction,
         )
+
+    @property
+    def soft_deletes(self) -> bool:
+        """Rows are marked with _synkro_deleted_at rather than deleted."""
+        return self.sweep == "soft" or (self.marker is not None and not self.marker.hard)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,11 @@ class LoadContext:
     stream: str
     run_id: str
     full_refresh: bool = False
+    # The read sent no cursor filter (a stream without cursor always reads whole): only then may
+    # a cursor stream's sweep run.
+    reads_whole_source: bool = False
+    # The run tag synkro/allow_mass_delete=true: the max_delete_fraction guard lets this load pass.
+    allow_mass_delete: bool = False
 
 
 @dataclass
@@ -91,6 +116,7 @@ class LoadStats:
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_deleted: int = 0
+    rows_unchanged: int = 0
     duplicates_collapsed: int = 0
     duplicate_key_example: dict | None = None
     columns_added: list[str] = field(default_factory=list)
@@ -102,6 +128,7 @@ class LoadStats:
     parts_rejected: int = 0
     seconds: float = 0.0
     table_created: bool = False
+    deletes: str | None = None  # what the delete handling did, e.g. "soft sweep: 3 rows"
 
     def as_metadata(self) -> dict[str, int | float | str]:
         """Numbers stay numbers (the UI plots them); lists and keys become short text."""
@@ -110,6 +137,7 @@ class LoadStats:
             "rows_inserted": self.rows_inserted,
             "rows_updated": self.rows_updated,
             "rows_deleted": self.rows_deleted,
+            "rows_unchanged": self.rows_unchanged,
             "duplicates_collapsed": self.duplicates_collapsed,
             "columns_added": len(self.columns_added),
             "types_widened": len(self.types_widened),
@@ -124,6 +152,8 @@ class LoadStats:
             metadata["columns_added_names"] = ", ".join(self.columns_added)
         if self.types_widened:
             metadata["types_widened_detail"] = "; ".join(self.types_widened)
+        if self.deletes is not None:
+            metadata["deletes"] = self.deletes
         if self.cursor_before is not None:
             metadata["cursor_before"] = self.cursor_before
         if self.cursor_after is not None:
@@ -232,6 +262,9 @@ class _Load:
         self.unmerged_rows = False  # rows of a non-isolated part wait in staging
         self.replaced = False  # `replace` deleted this integration's rows in this load
         self.fresh_table = False  # created by this load and still without its primary key
+        # The integration's (live) rows before this load's first change; None until counted.
+        self.rows_before: int | None = None
+        self.merge_duplicates = 0  # repeated keys collapsed by the current merge
         self.stager = _Stager(self.pg)
         self.schema = table_name(target.schema)
         self.table = table_name(target.table)
@@ -253,11 +286,14 @@ class _Load:
         self.execute(
             sql.SQL("create temp table {} () on commit drop").format(sql.Identifier(STAGE_TABLE))
         )
+        if self.target.sweep is not None:
+            self.execute(deletes.create_seen_keys(sql.Identifier(SEEN_TABLE)))
         for part in self.read.parts:
             self.load_part(part)
         self.stager.close()
         if self.unmerged_rows or not self.merged_parts:
             self.merge()
+        self.finish_deletes()
         write_state(
             self.conn,
             integration_id=self.context.integration_id,
@@ -544,15 +580,17 @@ class _Load:
         """Evolve the target and move the staged rows into it, under the table's advisory lock.
 
         `replace` deletes this integration's rows only when at least one part loaded: a load
-        whose every part was skipped or rejected never empties the table.
+        whose every part was skipped or rejected never empties the table. Sweeps and the
+        max_delete_fraction guard act once, after the last part (`finish_deletes`).
         """
         cursor_before = self.stats.cursor_before
         if not self.merged_parts:
             self.stats.cursor_after = cursor_before
         # Parts merged one by one: the first that loads replaces, the others add to it.
         loading = loading or bool(self.stats.parts_loaded)
+        mode = self.target.write_mode
         if not self.columns:
-            if self.target.write_mode == "replace" and loading and not self.replaced:
+            if mode == "replace" and loading and not self.replaced:
                 self.lock_target()
                 if types.existing_columns(self.conn, self.schema, self.table) is not None:
                     self.delete_integration_rows()
@@ -568,15 +606,236 @@ class _Load:
             self.evolve_table(existing)
             self.relax_not_null(required)
         self.apply_comments(existing is None)
-        mode = self.target.write_mode
         if mode == "merge":
+            if self.target.sweep is not None and self.rows_before is None:
+                self.rows_before = 0 if self.stats.table_created else self.live_rows()
             self.upsert()
+            if self.target.sweep is not None:
+                self.execute(
+                    deletes.remember_keys(
+                        sql.Identifier(SEEN_TABLE), sql.Identifier(STAGE_TABLE), self.staged_key()
+                    )
+                )
+        elif mode == "replace" and loading and not self.replaced and existing is not None:
+            self.replaced = True
+            self.replace(existing)
         else:
-            if mode == "replace" and loading and not self.replaced:
-                self.delete_integration_rows()
+            if mode == "replace" and loading:
                 self.replaced = True
             self.insert(boundary_filter=mode == "append")
         self.advance_cursor()
+
+    # --- deletes ---------------------------------------------------------------------------
+
+    def where(self) -> str:
+        return (
+            f"stream '{self.context.stream}' (integration {self.context.integration_id},"
+            f" table {self.target.schema}.{self.target.table})"
+        )
+
+    def sweep_allowed(self) -> bool:
+        """A sweep runs only after a complete full read; otherwise say why it did not."""
+        kind = self.target.sweep
+        if kind is None:
+            return False
+        reason = None
+        total = self.read.stats.source_total
+        if self.target.cursor_field is not None and not self.context.reads_whole_source:
+            reason = "incremental read (a sweep follows only a full refresh)"
+        elif self.stats.parts_rejected:
+            reason = f"{self.stats.parts_rejected} part(s) rejected"
+        elif not self.stats.parts_loaded:
+            reason = "nothing was read"
+        elif total is not None and self.stats.rows_read < total:
+            reason = f"read {self.stats.rows_read} rows of the {total} the source reported"
+        if reason is not None:
+            self.stats.deletes = f"{kind} sweep skipped: {reason}"
+            if self.stats.parts_rejected or total is not None:
+                log.warning("%s: %s sweep skipped: %s", self.where(), kind, reason)
+            return False
+        return True
+
+    def live_rows(self) -> int:
+        row = self.fetch_one(
+            deletes.live_rows(
+                self.target_sql, self.context.integration_id, self.has_deleted_at_column()
+            )
+        )
+        return int(row[0]) if row else 0
+
+    def has_deleted_at_column(self) -> bool:
+        if not self.target.soft_deletes:
+            return False
+        existing = types.existing_columns(self.conn, self.schema, self.table)
+        return bool(existing and DELETED_AT in existing)
+
+    def key_match(self) -> sql.Composable:
+        """Target row `t` and staged row `s` have the same primary key."""
+        return deletes.keys_match(
+            [sql.Identifier("t", name) for name in self.pk_names],
+            [self.staged(self.columns[key]) for key in self.pk_keys],
+        )
+
+    def staged_count(self) -> int:
+        row = self.fetch_one(sql.SQL("select count(*) from {}").format(sql.Identifier(STAGE_TABLE)))
+        return int(row[0]) if row else 0
+
+    def staged_key(self) -> sql.Composable:
+        """The primary key of staged row `s` as text, cast as the target's key columns are."""
+        return deletes.key_text([self.staged(self.columns[key]) for key in self.pk_keys])
+
+    def finish_deletes(self) -> None:
+        """After the last part: sweep (if the read was complete), then the mass-delete guard."""
+        mode = self.target.write_mode
+        if mode == "replace" and self.replaced and self.rows_before:
+            row = self.fetch_one(
+                deletes.live_rows(self.target_sql, self.context.integration_id, soft=False)
+            )
+            after = int(row[0]) if row else 0
+            # What leaves for good: a changed row is one out and one in, so count the shrink.
+            self.check_guard("replace", self.rows_before - after, self.rows_before)
+        elif mode == "merge" and self.sweep_allowed():
+            if types.existing_columns(self.conn, self.schema, self.table) is None:
+                return
+            if self.rows_before is None:
+                self.lock_target()
+                self.rows_before = self.live_rows()
+            self.run_sweep(self.rows_before)
+
+    def check_guard(self, what: str, removing: int, rows_before: int) -> None:
+        deletes.check_fraction(
+            what=what,
+            removing=removing,
+            rows_before=rows_before,
+            max_fraction=self.target.max_delete_fraction,
+            allowed=self.context.allow_mass_delete,
+            where=self.where(),
+        )
+
+    def run_sweep(self, rows_before: int) -> None:
+        hard = self.target.sweep == "hard"
+        if not hard and not self.has_deleted_at_column():
+            # Only on an empty read of a table made before soft deletes: nothing else adds it.
+            self.execute(
+                sql.SQL("alter table {} add column if not exists {} timestamptz").format(
+                    self.target_sql, sql.Identifier(DELETED_AT)
+                )
+            )
+        self.cursor.execute(
+            deletes.sweep(
+                self.target_sql,
+                sql.Identifier(SEEN_TABLE),
+                self.context.integration_id,
+                deletes.key_text([sql.Identifier("t", name) for name in self.pk_names]),
+                hard=hard,
+            )
+        )
+        swept = max(self.cursor.rowcount, 0)
+        self.check_guard(f"{self.target.sweep} sweep", swept, rows_before)
+        self.stats.rows_deleted += swept
+        self.stats.deletes = f"{self.target.sweep} sweep: {swept} row(s)"
+
+    def marked(self) -> sql.Composable:
+        assert self.target.marker is not None
+        column = self.columns.get(self.target.marker.field)
+        return deletes.marked(
+            sql.Identifier("s", column.stage) if column is not None else None, self.target.marker
+        )
+
+    def apply_marker(self) -> tuple[int, int]:
+        """Before the upsert: judge each key by its latest record and act on the marked ones.
+
+        Returns (marked records the upsert leaves out (hard), live rows a soft marker is about
+        to mark deleted); the deletions are counted in rows_deleted here.
+        """
+        marker = self.target.marker
+        assert marker is not None
+        key_columns = [self.columns[k] for k in self.pk_keys]
+        self.count_duplicates(key_columns)
+        if self.merge_duplicates:
+            self.execute(
+                deletes.keep_latest_per_key(
+                    sql.Identifier(STAGE_TABLE),
+                    sql.SQL(", ").join(self.staged(c) for c in key_columns),
+                    self.latest_first(key_columns),
+                )
+            )
+        existing_rows = not self.fresh_table and self.integration_has_rows()
+        marked_deleted = 0
+        if existing_rows and marker.hard:
+            self.cursor.execute(
+                deletes.delete_marked(
+                    self.target_sql,
+                    sql.Identifier(STAGE_TABLE),
+                    self.context.integration_id,
+                    self.key_match(),
+                    self.marked(),
+                )
+            )
+            self.stats.rows_deleted += max(self.cursor.rowcount, 0)
+        elif existing_rows:
+            row = self.fetch_one(
+                deletes.count_marked_live(
+                    self.target_sql,
+                    sql.Identifier(STAGE_TABLE),
+                    self.context.integration_id,
+                    self.key_match(),
+                    self.marked(),
+                )
+            )
+            marked_deleted = int(row[0]) if row else 0
+            self.stats.rows_deleted += marked_deleted
+        if not marker.hard:
+            return 0, marked_deleted
+        row = self.fetch_one(
+            sql.SQL("select count(*) from {} s where {}").format(
+                sql.Identifier(STAGE_TABLE), self.marked()
+            )
+        )
+        return (int(row[0]) if row else 0), 0
+
+    def replace(self, existing: dict[str, str]) -> None:
+        """Swap this integration's rows for the staged ones, writing only what changed."""
+        system = {"integration_id", "_synkro_synced_at", "_synkro_run_id", DELETED_AT}
+        by_name = {c.name: c for c in self.columns.values()}
+        names = ["tenant_id"]
+        names += [n for n in existing if n not in system and n != "tenant_id"]
+        names += [c.name for c in self.columns.values() if c.name not in existing]
+        new_row = [
+            sql.Literal(self.context.tenant_id)
+            if name == "tenant_id"
+            else self.staged(by_name[name])
+            if name in by_name
+            else sql.SQL("null::{}").format(types.type_sql(existing[name]))
+            for name in names
+        ]
+        keyed = all(k in self.columns for k in self.pk_keys) and bool(self.pk_keys)
+        insert_names, values = self.insert_select()
+        row = self.fetch_one(
+            deletes.replace_diff(
+                target=self.target_sql,
+                stage=sql.Identifier(STAGE_TABLE),
+                integration=self.context.integration_id,
+                old_row=[sql.Identifier("t", name) for name in names],
+                new_row=new_row,
+                old_key=[sql.Identifier("t", n) for n in self.pk_names] if keyed else [],
+                new_key=[self.staged(self.columns[k]) for k in self.pk_keys] if keyed else [],
+                names=insert_names,
+                values=values,
+            )
+        )
+        assert row is not None
+        before, gone, came, both = (int(v) for v in row)
+        self.rows_before = before
+        if keyed:
+            # A key that left and came back with other values is an updated row.
+            self.stats.rows_updated += both
+            self.stats.rows_inserted += came - both
+            self.stats.rows_deleted += gone - both
+        else:
+            self.stats.rows_inserted += came
+            self.stats.rows_deleted += gone
+        self.stats.rows_unchanged += max(self.staged_count() - came, 0)
 
     def lock_target(self) -> None:
         key = f"synkro.load:{self.schema}.{self.table}"
@@ -711,6 +970,8 @@ class _Load:
             sql.SQL("_synkro_synced_at timestamptz not null default now()"),
             sql.SQL("_synkro_run_id text"),
         ]
+        if self.target.soft_deletes:
+            definitions.append(sql.SQL("{} timestamptz").format(sql.Identifier(DELETED_AT)))
         self.execute(
             sql.SQL("create table {} ({})").format(self.target_sql, sql.SQL(", ").join(definitions))
         )
@@ -754,6 +1015,8 @@ class _Load:
                     )
                 )
                 self.stats.types_widened.append(f"{column.name}: {have} -> {widened}")
+        if self.target.soft_deletes and DELETED_AT not in existing:
+            changes.append(sql.SQL("add column {} timestamptz").format(sql.Identifier(DELETED_AT)))
         if changes:
             self.execute(
                 sql.SQL("alter table {} {}").format(self.target_sql, sql.SQL(", ").join(changes))
@@ -769,18 +1032,39 @@ class _Load:
     def insert_select(self) -> tuple[sql.Composable, sql.Composable]:
         """(target column list, select list) for rows coming from staging alias `s`."""
         columns = list(self.columns.values())
-        names = self.identifiers(
-            ["tenant_id", "integration_id", *(c.name for c in columns), "_synkro_run_id"]
-        )
-        values = sql.SQL(", ").join(
-            [
-                sql.Literal(self.context.tenant_id),
-                sql.Literal(self.context.integration_id),
-                *(self.staged(c) for c in columns),
-                sql.Literal(self.context.run_id),
-            ]
-        )
-        return names, values
+        names = ["tenant_id", "integration_id", *(c.name for c in columns), "_synkro_run_id"]
+        values = [
+            sql.Literal(self.context.tenant_id),
+            sql.Literal(self.context.integration_id),
+            *(self.staged(c) for c in columns),
+            sql.Literal(self.context.run_id),
+        ]
+        if self.target.write_mode == "merge" and self.target.soft_deletes:
+            names.append(DELETED_AT)
+            marker = self.target.marker
+            values.append(
+                sql.SQL("case when {} then now() end").format(self.marked())
+                if marker is not None and not marker.hard
+                else sql.SQL("null::timestamptz")
+            )
+        return self.identifiers(names), sql.SQL(", ").join(values)
+
+    def upserted_rows(self) -> sql.Composable:
+        """Which staged rows the merge writes: all, but those a hard marker deleted."""
+        marker = self.target.marker
+        if marker is not None and marker.hard:
+            return sql.SQL(" where not {}").format(self.marked())
+        return sql.SQL("")
+
+    def latest_first(self, key_columns: list[_Column]) -> sql.Composable:
+        """Staged rows ordered by key, the latest of each key first: highest cursor, then last in."""
+        order = [sql.SQL(", ").join(self.staged(c) for c in key_columns)]
+        cursor_column = self.cursor_column()
+        if cursor_column is not None:
+            order.append(sql.SQL("{} desc nulls last").format(self.staged(cursor_column)))
+        # Staging only ever receives appended rows, so ctid order is arrival order.
+        order.append(sql.SQL("s.ctid desc"))
+        return sql.SQL(", ").join(order)
 
     def add_primary_key(self) -> None:
         self.execute(
@@ -802,19 +1086,24 @@ class _Load:
         key_columns = [self.columns[k] for k in self.pk_keys]
         self.count_duplicates(key_columns)
         keys = sql.SQL(", ").join(self.staged(c) for c in key_columns)
-        order = [keys]
-        cursor_column = self.cursor_column()
-        if cursor_column is not None:
-            order.append(sql.SQL("{} desc nulls last").format(self.staged(cursor_column)))
-        # Staging only ever receives appended rows, so ctid order is arrival order.
-        order.append(sql.SQL("s.ctid desc"))
-        return sql.SQL("select distinct on ({}) {} from {} s order by {}").format(
-            keys, values, sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(order)
+        return sql.SQL("select distinct on ({}) {} from {} s{} order by {}").format(
+            keys,
+            values,
+            sql.Identifier(STAGE_TABLE),
+            self.upserted_rows(),
+            self.latest_first(key_columns),
         )
 
     def upsert(self) -> None:
+        self.merge_duplicates = 0
+        staged = self.staged_count()
+        marked_out, marked_deleted = (
+            self.apply_marker() if self.target.marker is not None else (0, 0)
+        )
         names, values = self.insert_select()
-        plain = sql.SQL("select {} from {} s").format(values, sql.Identifier(STAGE_TABLE))
+        plain = sql.SQL("select {} from {} s{}").format(
+            values, sql.Identifier(STAGE_TABLE), self.upserted_rows()
+        )
         # Most loads have no repeated keys: every path tries the plain statement first and only
         # sorts the staged rows when PostgreSQL reports a key twice.
         if self.fresh_table or not self.integration_has_rows():
@@ -829,11 +1118,24 @@ class _Load:
             for name in [*compared, "_synkro_run_id"]
         ]
         updates.append(sql.SQL("_synkro_synced_at = now()"))
+        old = [sql.Identifier("t", name) for name in compared]
+        new = [sql.Identifier("excluded", name) for name in compared]
+        soft = self.target.soft_deletes
+        if soft:
+            # A row that comes back is live again; a marked one keeps its first deletion time.
+            deleted = sql.Identifier(DELETED_AT)
+            updates.append(
+                sql.SQL(
+                    "{0} = case when excluded.{0} is null then null"
+                    " else coalesce(t.{0}, excluded.{0}) end"
+                ).format(deleted)
+            )
+            old.append(sql.SQL("t.{} is null").format(deleted))
+            new.append(sql.SQL("excluded.{} is null").format(deleted))
         # A record that comes again unchanged (the boundary record of a `>=` cursor read) is
         # left alone: no new row version, not counted as updated.
         changed = sql.SQL("row({}) is distinct from row({})").format(
-            sql.SQL(", ").join(sql.Identifier("t", name) for name in compared),
-            sql.SQL(", ").join(sql.Identifier("excluded", name) for name in compared),
+            sql.SQL(", ").join(old), sql.SQL(", ").join(new)
         )
 
         def statement(source: sql.Composable) -> sql.Composable:
@@ -865,8 +1167,13 @@ class _Load:
             savepoint.rollback()
             raise
         assert counts is not None
-        self.stats.rows_inserted += int(counts[0])
-        self.stats.rows_updated += int(counts[1])
+        inserted, updated = int(counts[0]), int(counts[1])
+        keys = staged - self.merge_duplicates - marked_out
+        self.stats.rows_unchanged += max(keys - inserted - updated, 0)
+        # Rows a soft marker just marked are reported as deleted, not as updated.
+        updated -= marked_deleted
+        self.stats.rows_inserted += inserted
+        self.stats.rows_updated += max(updated, 0)
 
     def insert_fresh(
         self, names: sql.Composable, plain: sql.Composable, values: sql.Composable
@@ -920,6 +1227,7 @@ class _Load:
             )
         )
         if row is not None:
+            self.merge_duplicates = int(row[0])
             self.stats.duplicates_collapsed += int(row[0])
             if self.stats.duplicate_key_example is None:
                 self.stats.duplicate_key_example = dict(zip(self.pk_keys, row[1:], strict=True))
@@ -941,7 +1249,10 @@ class _Load:
                 self.target_sql, names, values, sql.Identifier(STAGE_TABLE), where
             )
         )
-        self.stats.rows_inserted += max(self.cursor.rowcount, 0)
+        inserted = max(self.cursor.rowcount, 0)
+        self.stats.rows_inserted += inserted
+        # Boundary records read again and already landed.
+        self.stats.rows_unchanged += max(self.staged_count() - inserted, 0)
 
     def boundary_filter(self, cursor_column: _Column, before: str) -> sql.Composable:
         """Drop rows older than the stored cursor, and rows at the cursor that are already landed.
@@ -969,12 +1280,15 @@ class _Load:
         )
 
     def delete_integration_rows(self) -> None:
+        """A replace with nothing staged: every row of the integration goes (if the guard agrees)."""
         self.cursor.execute(
             sql.SQL("delete from {} where integration_id = {}").format(
                 self.target_sql, sql.Literal(self.context.integration_id)
             )
         )
-        self.stats.rows_deleted = max(self.cursor.rowcount, 0)
+        deleted = max(self.cursor.rowcount, 0)
+        self.stats.rows_deleted += deleted
+        self.rows_before = deleted
 
     def cursor_column(self) -> _Column | None:
         if self.target.cursor_field is None:

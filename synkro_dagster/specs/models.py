@@ -113,6 +113,39 @@ def _hints_and_control(data: Any) -> Any:
     return data
 
 
+DeleteMode = Literal["soft", "hard"]
+
+
+class DeleteMarker(StrictModel):
+    """Deletions the source marks on the record itself: `marker: is_deleted`, `status=deleted`."""
+
+    marker: str = Field(
+        description="`field` (deleted when the value is anything but null, false, 0, no or empty:"
+        " is_deleted, deleted_at) or `field=value` (deleted when the field's text is exactly"
+        " value: status=deleted)"
+    )
+    mode: DeleteMode = Field(
+        default="soft", description="soft: set _synkro_deleted_at; hard: delete the row"
+    )
+
+    @field_validator("marker")
+    @classmethod
+    def _marker(cls, value: str) -> str:
+        if not value.split("=", 1)[0].strip():
+            raise ValueError("needs a field name: `is_deleted` or `status=deleted`")
+        return value
+
+    @property
+    def field(self) -> str:
+        return self.marker.split("=", 1)[0].strip()
+
+    @property
+    def value(self) -> str | None:
+        """The value that marks a deletion, or None: any value but null/false/0/no/empty does."""
+        _, equals, value = self.marker.partition("=")
+        return value.strip() if equals else None
+
+
 class StreamSpec(StrictModel):
     name: str
     description: str = ""
@@ -147,6 +180,20 @@ class StreamSpec(StrictModel):
     http: HttpStreamOptions | None = None
     sql: SqlStreamOptions | None = None
     files: FilesStreamOptions | None = None
+    deletes: Literal["soft", "hard", "ignore"] | DeleteMarker | None = Field(
+        default=None,
+        description="how source deletions reach the table: soft / hard (sweep the rows a complete"
+        " full read did not return), {marker: field[=value], mode: soft|hard}, or ignore;"
+        " default soft for http/sql merge streams without a cursor, else ignore",
+    )
+    max_delete_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="a replace or sweep that would remove more than this share of the"
+        " integration's rows fails instead (1.0: no limit); the run tag"
+        " synkro/allow_mass_delete=true lets one run through",
+    )
 
     @field_validator("name")
     @classmethod
@@ -164,6 +211,14 @@ class StreamSpec(StrictModel):
     def _keys(self) -> StreamSpec:
         if self.write_mode == "merge" and not self.primary_key:
             raise ValueError("write_mode 'merge' needs a primary_key")
+        if self.deletes not in (None, "ignore") and self.write_mode != "merge":
+            what = "a marker" if isinstance(self.deletes, DeleteMarker) else f"'{self.deletes}'"
+            raise ValueError(
+                f"deletes {what} needs write_mode 'merge' (rows are matched by primary key);"
+                f" {self.write_mode} streams take `deletes: ignore`"
+                + (" (a replace already removes what the read no longer has)"
+                   if self.write_mode == "replace" else "")
+            )  # fmt: skip
         return self
 
 
@@ -367,6 +422,24 @@ class SourceSpec(StrictModel):
             if stream.name == name:
                 return stream
         raise KeyError(f"spec '{self.name}' has no stream '{name}'")
+
+    def deletes_for(self, stream: StreamSpec) -> Literal["soft", "hard", "ignore"] | DeleteMarker:
+        """The stream's delete handling, defaults resolved.
+
+        A merge stream read whole every time (no cursor) of an API or a database sweeps softly by
+        default; a files stream does not, since an upload may hold only the day's changes, nor
+        does a child stream, which is read only for the parents that changed.
+        """
+        if stream.deletes is not None:
+            return stream.deletes
+        if (
+            self.engine != "files"
+            and stream.write_mode == "merge"
+            and stream.cursor is None
+            and stream.parent is None
+        ):
+            return "soft"
+        return "ignore"
 
     def table_for(self, stream: StreamSpec) -> str:
         return stream.table or f"{self.name}_{stream.name}"
