@@ -67,9 +67,10 @@ def reads_whole_source(
     """Whether the read sends no cursor filter, so it returns every record (a sweep may follow)."""
     if stream.parent is not None:
         # A child is read for the parents its parent's read returned.
-        return full_refresh and reads_whole_source(
-            source, source.stream(stream.parent), None, full_refresh
-        )
+        parent = source.stream(stream.parent)
+        if parent.cursor is not None and not full_refresh:
+            return False
+        return reads_whole_source(source, parent, None, full_refresh)
     if stream.cursor is None:
         return True
     if cursor is not None or stream.cursor.initial is None:
