@@ -251,6 +251,12 @@ class DataStore:
             record[self.cursor_field(collection)] = self.now()
             return dict(record)
 
+    def delete(self, collection: str, *record_ids: int) -> None:
+        """Remove records, as a source does when a row is deleted (no trace left)."""
+        with self._lock:
+            for record_id in record_ids:
+                del self.collections[collection][record_id]
+
     def upsert(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
         if "id" in record and record["id"] in self.collections[collection]:
             fields = {k: v for k, v in record.items() if k != "id"}
