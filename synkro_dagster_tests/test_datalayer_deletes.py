@@ -287,3 +287,10 @@ def test_a_sweep_removing_too_much_changes_nothing(layer: DataLayer, engine: sa.
     stats = layer.load(soft, read([]), context(allow_mass_delete=True))
     assert stats.rows_deleted == 4
     assert landed(engine) == {1: True, 2: True, 3: True, 4: True}
+
+
+def test_replace_compares_values_as_the_declared_type_stores_them(layer: DataLayer) -> None:
+    sized = target("replace", column_hints={"price": "numeric(8,2)"})
+    rows = [{"id": 1, "price": "1.1"}, {"id": 2, "price": "2.50"}]
+    layer.load(sized, read(rows), context())
+    assert changes(layer.load(sized, read(rows), context())) == (0, 0, 0, 2)

@@ -794,6 +794,16 @@ class _Load:
         )
         return (int(row[0]) if row else 0), 0
 
+    def declared_types(self) -> dict[str, str]:
+        """{column: its exact type as PostgreSQL prints it} of the target (numeric(8,2), ...)."""
+        self.cursor.execute(
+            sql.SQL(
+                "select attname, format_type(atttypid, atttypmod) from pg_attribute"
+                " where attrelid = {}::regclass and attnum > 0 and not attisdropped"
+            ).format(sql.Literal(self.target_sql.as_string(self.pg)))
+        )
+        return {name: kind for name, kind in self.cursor.fetchall()}
+
     def replace(self, existing: dict[str, str]) -> None:
         """Swap this integration's rows for the staged ones, writing only what changed."""
         system = {"integration_id", "_synkro_synced_at", "_synkro_run_id", DELETED_AT}
@@ -801,12 +811,14 @@ class _Load:
         names = ["tenant_id"]
         names += [n for n in existing if n not in system and n != "tenant_id"]
         names += [c.name for c in self.columns.values() if c.name not in existing]
+        # Compared as stored: a staged 1.1 is the 1.10 a numeric(8,2) column holds.
+        exact = self.declared_types()
         new_row = [
             sql.Literal(self.context.tenant_id)
             if name == "tenant_id"
-            else self.staged(by_name[name])
+            else sql.SQL("({})::{}").format(self.staged(by_name[name]), sql.SQL(exact[name]))
             if name in by_name
-            else sql.SQL("null::{}").format(types.type_sql(existing[name]))
+            else sql.SQL("null::{}").format(sql.SQL(exact[name]))
             for name in names
         ]
         keyed = all(k in self.columns for k in self.pk_keys) and bool(self.pk_keys)
