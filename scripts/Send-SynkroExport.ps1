@@ -9,7 +9,8 @@
       1. waits until the file has not changed for -StableSeconds (the exporter may still write);
       2. computes its SHA-256;
       3. copies it to "<Destination>\<name>.tmp" and checks the copy's SHA-256;
-      4. writes the manifest "<name>.sha256" (via "<name>.sha256.tmp" and a rename);
+      4. writes the manifest "<name>.sha256" (via "<name>.sha256.tmp" and a rename): the hash in
+         sha256sum format, then "# exported_at: <the source file's write time, UTC>";
       5. renames "<name>.tmp" to "<name>".
 
     Synkro never reads *.tmp files and ignores *.sha256 files on their own, so it only ever sees
@@ -198,8 +199,11 @@ function Send-OneFile {
             throw "the copy's SHA-256 $copied differs from the source's $hash (damaged transfer)"
         }
         if (-not $NoManifest) {
-            # The manifest is in place before the data file appears under its final name.
-            [System.IO.File]::WriteAllText($manifestTmp, "$hash  $name`n", $Utf8NoBom)
+            # The manifest is in place before the data file appears under its final name. Its
+            # exported_at (the write time of the export) orders the files of one run in Synkro.
+            $exportedAt = '{0:s}Z' -f $Source.LastWriteTimeUtc
+            $manifestText = "$hash  $name`n" + '# exported_at: ' + "$exportedAt`n"
+            [System.IO.File]::WriteAllText($manifestTmp, $manifestText, $Utf8NoBom)
             Move-Item -LiteralPath $manifestTmp -Destination $manifest -Force
         }
         Move-Item -LiteralPath $tmp -Destination $final
