@@ -15,7 +15,11 @@ the driver's result description for queries), mapped to PostgreSQL type names.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import ipaddress
+import os
 import re
+import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -38,6 +42,7 @@ from synkro_dagster.contracts import (
     StreamRead,
     redact,
 )
+from synkro_dagster.database import DATABASE_URL_ENV, get_engine, sqlalchemy_url
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
 
@@ -456,6 +461,41 @@ class SqlSession:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _refuse_datalayer(self, conn: sa.Connection) -> None:
+        """Refuse a PostgreSQL source that is the data-layer database: by its URL (same host
+        addresses, port and database) or, through any alias, by the cluster's system identifier
+        and the database name. A query there could copy the registry and every tenant's rows
+        into this tenant's table."""
+        if getattr(self, "_datalayer_checked", False):
+            return
+        allowed = self._connector.allow_datalayer_database or self._options.allow_datalayer_database
+        if allowed or self._url.get_backend_name() != "postgresql":
+            self._datalayer_checked = True
+            return
+        target = self._connector.datalayer_url or os.environ.get(DATABASE_URL_ENV)
+        if not target:
+            self._datalayer_checked = True
+            return
+        datalayer = sqlalchemy_url(target)
+        same = _same_endpoint(self._url, datalayer)
+        if not same:
+            try:
+                source_id = conn.execute(sa.text(_IDENTITY_SQL)).one()
+            except sa.exc.DBAPIError:
+                conn.rollback()  # an old server or a locked-down role: the URL check stands
+            else:
+                same = tuple(source_id) == _database_identity(
+                    datalayer.render_as_string(hide_password=False)
+                )
+        if same:
+            raise self._error(
+                None,
+                "this is Synkro's own data-layer database; a query here could copy the registry "
+                "and every tenant's rows into this tenant's table, so it is refused (if that is "
+                "really meant, set sql.allow_datalayer_database: true in the spec)",
+            )
+        self._datalayer_checked = True
+
     # -- planning ----------------------------------------------------------------------------
 
     def _stream_options(self, stream: StreamSpec) -> SqlStreamOptions:
@@ -594,6 +634,7 @@ class SqlSession:
         batch_size = options.batch_size or self._options.batch_size or self._connector.batch_size
         try:
             with self.engine.connect() as conn:
+                self._refuse_datalayer(conn)
                 if options.table is not None:
                     plan = self._plan_table(conn, stream, options, cursor)
                 else:
@@ -677,6 +718,47 @@ class SqlSession:
         result.close()
 
 
+_IDENTITY_SQL = (
+    "select (select system_identifier from pg_control_system())::text, current_database()"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _database_identity(url: str) -> tuple[str, str]:
+    """(cluster system identifier, database name) of the data layer, asked once per process."""
+    with get_engine(url).connect() as conn:
+        row = conn.execute(sa.text(_IDENTITY_SQL)).one()
+    return str(row[0]), str(row[1])
+
+
+def _addresses(host: str | None) -> frozenset[str]:
+    if not host or host.startswith("/"):
+        return frozenset({f"socket:{host or ''}"})
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return frozenset({host.lower()})
+    found = set()
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        # 127.0.0.1, ::1 and localhost all reach this machine's server.
+        found.add("loopback" if address.is_loopback else str(address))
+    return frozenset(found)
+
+
+def _same_endpoint(a: URL, b: URL) -> bool:
+    """Same server (any shared address; unix sockets by folder), port and database."""
+    host_a = a.host or a.query.get("host")
+    host_b = b.host or b.query.get("host")
+    if isinstance(host_a, tuple) or isinstance(host_b, tuple):
+        return False
+    return (
+        (a.port or 5432) == (b.port or 5432)
+        and (a.database or "") == (b.database or "")
+        and bool(_addresses(host_a) & _addresses(host_b))
+    )
+
+
 def _is_driver_error(exc: BaseException) -> bool:
     # DB-API errors raised outside SQLAlchemy (the psycopg binary path) all derive from the
     # module's Error class; their type lives in the driver package.
@@ -700,6 +782,16 @@ class SqlConnector(dg.ConfigurableResource):
         "of the server-side cursor; MySQL/MariaDB to the whole streamed SELECT.",
     )
     connect_timeout_seconds: int = Field(default=15, gt=0, description="connection timeout")
+    datalayer_url: str | None = Field(
+        default=None,
+        description="the data layer's URL (default SYNKRO_DATABASE_URL): a PostgreSQL source that "
+        "is this same database is refused",
+    )
+    allow_datalayer_database: bool = Field(
+        default=False,
+        description="allow sources that are the data-layer database itself (every spec); a spec "
+        "can allow it for itself with sql.allow_datalayer_database",
+    )
     read_only: bool = Field(
         default=True,
         description="open read-only sessions (PostgreSQL default_transaction_read_only, MySQL "

@@ -38,6 +38,11 @@ class SqlSourceOptions(_SqlModel):
     batch_size: int | None = Field(
         default=None, gt=0, description="rows per batch; default: the SqlConnector's batch_size"
     )
+    allow_datalayer_database: bool = Field(
+        default=False,
+        description="read from Synkro's own data-layer database (same cluster and database); "
+        "refused by default, as a query could copy every tenant's rows into one tenant's table",
+    )
 
     def check_spec(self, source: SourceSpec) -> None:
         """Checks across fields that only the sql engine understands (called by SourceSpec)."""
