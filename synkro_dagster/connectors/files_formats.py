@@ -58,7 +58,7 @@ class RawBatch:
     rows: list[Any]
     first: int = 0  # index of rows[0] among the file's data rows
     locate: Callable[[int], str] | None = None
-    text: bool = False  # every value is a str (or None): CSV
+    text: bool = False  # str values that may hold a NUL character: check them (CSV)
     empty_is_null: bool = True  # "" still means null (CSV rows whose empties were not resolved)
 
     def where(self, index: int) -> str:
@@ -326,8 +326,9 @@ def _csv_batches(
     try:
         layout = _csv_header(path, handle, options, primary_key, enc)
         locate = _csv_locator(path, options, layout)
-        if options.quoted_empty == "empty" and _may_quote_empty(path, layout):
-            yield from _csv_batches_keeping_quoted_empty(path, handle, layout, size, locate)
+        quoted_pair, nul = _scan_text_bytes(path, layout)
+        if options.quoted_empty == "empty" and quoted_pair:
+            yield from _csv_batches_keeping_quoted_empty(path, handle, layout, size, locate, nul)
             return
         names, named = layout.names, len(layout.names)
         reader = csv.reader(
@@ -347,7 +348,7 @@ def _csv_batches(
                 rows = _fixed_rows(path, rows, layout, index, locate)
                 if not rows:
                     continue
-            yield RawBatch(names, None, rows, index, locate, text=True)
+            yield RawBatch(names, None, rows, index, locate, text=nul)
             index += len(rows)
     except UnicodeDecodeError:
         raise _decode_error(path, enc[0], enc[1]) from None
@@ -378,20 +379,25 @@ def _csv_error(path: Path, line: int, exc: csv.Error) -> SourceDataError:
     return SourceDataError(f"{path.name} line {line}: malformed CSV ({exc})")
 
 
-def _may_quote_empty(path: Path, layout: _CsvLayout) -> bool:
-    """Whether the file holds two quote characters in a row anywhere (a quoted empty field is
-    `""`); most files do not, and they take the fast path where every empty field is null."""
+def _scan_text_bytes(path: Path, layout: _CsvLayout) -> tuple[bool, bool]:
+    """(two quote characters in a row anywhere, a NUL byte anywhere), in one pass over the bytes.
+
+    A quoted empty field is `""`: most files hold none and take the fast path where every empty
+    field is null. Values are checked for NUL characters only in a file that has a NUL byte."""
     name = codecs.lookup(layout.encoding).name
     if name.startswith(("utf-16", "utf-32")):
-        return True
+        return True, True  # every character has zero bytes; look at the text instead
     needle = (layout.quotechar * 2).encode("utf-8" if name == "utf-8-sig" else name)
+    pair = nul = False
     tail = b""
     with path.open("rb") as handle:
         while chunk := handle.read(TEXT_BUFFER):
-            if needle in tail + chunk[: len(needle)] or needle in chunk:
-                return True
+            pair = pair or needle in tail + chunk[: len(needle)] or needle in chunk
+            nul = nul or b"\x00" in chunk
+            if pair and nul:
+                break
             tail = chunk[-len(needle) + 1 :]
-    return False
+    return pair, nul
 
 
 class _RecordedLines:
@@ -443,7 +449,12 @@ def quoted_empty_fields(raw: str, delimiter: str, quotechar: str) -> set[int]:
 
 
 def _csv_batches_keeping_quoted_empty(
-    path: Path, handle: io.TextIOBase, layout: _CsvLayout, size: int, locate: Callable
+    path: Path,
+    handle: io.TextIOBase,
+    layout: _CsvLayout,
+    size: int,
+    locate: Callable,
+    nul: bool = True,
 ) -> Iterator[RawBatch]:
     """Rows where an unquoted empty field is None and a quoted one ("") is "", as PostgreSQL's
     COPY reads CSV. Python's csv module returns "" for both, so each row's raw text is looked at
@@ -477,7 +488,7 @@ def _csv_batches_keeping_quoted_empty(
             rows = _fixed_rows(path, rows, layout, index, locate)
             if not rows:
                 continue
-        yield RawBatch(layout.names, None, rows, index, locate, text=True, empty_is_null=False)
+        yield RawBatch(layout.names, None, rows, index, locate, text=nul, empty_is_null=False)
         index += len(rows)
 
 
