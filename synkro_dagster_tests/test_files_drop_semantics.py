@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from synkro_dagster.connectors.files import FileDropConnector
+from synkro_dagster.connectors.files_inbox import split_reason
 from synkro_dagster.contracts import StreamRead
 from synkro_dagster.datalayer.load import LoadStats
 from synkro_dagster.datalayer.resource import DataLayer, LoadContext, TableTarget
@@ -369,3 +370,29 @@ def test_every_reason_is_one_line_with_balanced_parentheses_and_details_below(
     error = next(line for line in report.splitlines() if line.startswith("error: "))
     assert error.startswith("error: array_bad.json: not valid JSON after record 1")
     assert error.count("(") == error.count(")")
+
+
+@pytest.mark.parametrize(
+    ("reason", "head", "details"),
+    [
+        (
+            "a.json: not valid JSON (parse error: premature EOF\n  [{\n  (right here) ------^",
+            "a.json: not valid JSON",
+            "parse error: premature EOF\n  [{\n  (right here) ------^",
+        ),
+        (
+            "a.csv line 2, column 'x': 'y' is not a number (decimal ',')",
+            "a.csv line 2, column 'x': 'y' is not a number (decimal ',')",
+            "",
+        ),
+        (
+            "a.json record 1: PostgreSQL rejected it\n\\u0000 cannot be converted to text.",
+            "a.json record 1: PostgreSQL rejected it",
+            "\\u0000 cannot be converted to text.",
+        ),
+    ],
+)
+def test_a_reason_splits_into_one_balanced_line_and_details(
+    reason: str, head: str, details: str
+) -> None:
+    assert split_reason(reason) == (head, details)

@@ -21,7 +21,7 @@ from synkro_dagster.datalayer.resource import DataLayer
 from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs import load_specs
 from synkro_dagster.tags import run_tags
-from synkro_dagster_tests.files_corpus import drop
+from synkro_dagster_tests.files_corpus import drop, drops_spec
 from synkro_dagster_tests.test_automation_alerts import Receiver
 from synkro_dagster_tests.test_automation_sensors import add_integration
 
@@ -167,3 +167,39 @@ def test_the_alert_sensor_comes_with_files_specs_only() -> None:
     assert "rejected_files_alert" in {s.name for s in sensors}
     _, sensors = build_automation({k: v for k, v in specs.items() if v.engine != "files"})
     assert "rejected_files_alert" not in {s.name for s in sensors}
+
+
+def test_detected_encodings_and_an_uncertain_one_show_in_the_run(
+    engine: sa.Engine, database_url: str, tmp_path: Path
+) -> None:
+    source = drops_spec()
+    add_integration(engine, "acme", spec="drops", tenant="acme")
+    drop(tmp_path / "acme", "orders_ru.csv", "id,amount,note\n1,5,Ромашка ООО\n".encode("cp1251"))
+    drop(tmp_path / "acme", "orders_eu.csv", "id,amount,note\n2,10,price in €\n".encode("cp1252"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(partitions_def_for("drops").name, ["acme"])
+        result = dg.materialize(
+            [build_spec_assets(source)],
+            selection=["drops/orders"],
+            partition_key="acme",
+            instance=instance,
+            resources={
+                "datalayer": DataLayer(database_url=database_url),
+                "files_connector": FileDropConnector(inbox_root=str(tmp_path), stable_seconds=0),
+            },
+            raise_on_error=False,
+        )
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("drops_streams")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["encodings_detected"] == "orders_ru.csv: cp1251 (detected, confidence 1.00)"
+    assert (metadata["files"], metadata["files_rejected"]) == (1, 1)
+    check = next(
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.event_specific_data.check_name == FILES_REJECTED
+    )
+    assert not check.passed
+    reasons = check.metadata["reasons"].value
+    assert "orders_eu.csv: its text encoding is uncertain: cp1252 with confidence 0.50" in reasons
