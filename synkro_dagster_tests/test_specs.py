@@ -24,6 +24,7 @@ def test_shipped_specs_load() -> None:
         "orders",
         "order_lines",
         "order_items",
+        "price_history",
     ]
     assert [s.name for s in specs["crm"].streams] == ["contacts", "deals", "companies"]
     shop = specs["shop"]

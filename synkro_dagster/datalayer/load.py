@@ -43,7 +43,9 @@ from synkro_dagster.specs.models import DeleteMarker, SourceSpec, StreamSpec
 
 log = logging.getLogger(__name__)
 
-WriteMode = Literal["merge", "append", "replace"]
+WriteMode = Literal["merge", "append", "replace", "history"]
+HISTORY_ROWS = "synkro_history_rows"
+CURRENT_VIEW_SUFFIX = "_current"
 
 STAGE_TABLE = "synkro_stage"
 SEEN_TABLE = "synkro_seen_keys"  # keys every merged part of a sweeping load brought
@@ -67,6 +69,8 @@ class TableTarget:
     marker: Marker | None = None
     # A replace or sweep removing more than this share of the integration's rows fails.
     max_delete_fraction: float = 0.5
+    # History mode: the columns whose change opens a new version (None: every column).
+    track_columns: list[str] | None = None
 
     @classmethod
     def for_stream(cls, source: SourceSpec, stream: StreamSpec) -> TableTarget:
@@ -84,6 +88,11 @@ class TableTarget:
             if isinstance(policy, DeleteMarker)
             else None,
             max_delete_fraction=stream.max_delete_fraction,
+            track_columns=(
+                [source.landed(stream, f) for f in stream.track_columns]
+                if stream.track_columns is not None
+                else None
+            ),
         )
 
     @property
@@ -586,6 +595,7 @@ class _Load:
         cursor_before = self.stats.cursor_before
         if not self.merged_parts:
             self.stats.cursor_after = cursor_before
+        loading_part = loading  # an isolated part (a file), not the whole read
         # Parts merged one by one: the first that loads replaces, the others add to it.
         loading = loading or bool(self.stats.parts_loaded)
         mode = self.target.write_mode
@@ -619,6 +629,9 @@ class _Load:
         elif mode == "replace" and loading and not self.replaced and existing is not None:
             self.replaced = True
             self.replace(existing)
+        elif mode == "history":
+            self.historize(complete=not loading_part)
+            self.ensure_current_view()
         else:
             if mode == "replace" and loading:
                 self.replaced = True
@@ -984,11 +997,24 @@ class _Load:
         ]
         if self.target.soft_deletes:
             definitions.append(sql.SQL("{} timestamptz").format(sql.Identifier(DELETED_AT)))
+        if self.target.write_mode == "history":
+            definitions += [
+                sql.SQL("_synkro_valid_from timestamptz not null default now()"),
+                sql.SQL("_synkro_valid_to timestamptz"),
+                sql.SQL("_synkro_is_current boolean not null default true"),
+            ]
         self.execute(
             sql.SQL("create table {} ({})").format(self.target_sql, sql.SQL(", ").join(definitions))
         )
         if self.target.write_mode != "merge":
             self.execute(sql.SQL("create index on {} (integration_id)").format(self.target_sql))
+        if self.target.write_mode == "history":
+            # At most one current version per key; it is also the index the history merge uses.
+            self.execute(
+                sql.SQL("create unique index on {} ({}) where _synkro_is_current").format(
+                    self.target_sql, self.identifiers(["integration_id", *self.pk_names])
+                )
+            )
         self.execute(
             sql.SQL("select synkro.enable_tenant_rls({}::regclass)").format(
                 sql.Literal(self.target_sql.as_string(self.pg))
@@ -1030,6 +1056,9 @@ class _Load:
         if self.target.soft_deletes and DELETED_AT not in existing:
             changes.append(sql.SQL("add column {} timestamptz").format(sql.Identifier(DELETED_AT)))
         if changes:
+            if self.target.write_mode == "history":
+                # A view pins its columns' types; it is made again after the change.
+                self.execute(sql.SQL("drop view if exists {}").format(self.current_view_sql()))
             self.execute(
                 sql.SQL("alter table {} {}").format(self.target_sql, sql.SQL(", ").join(changes))
             )
@@ -1105,6 +1134,120 @@ class _Load:
             self.upserted_rows(),
             self.latest_first(key_columns),
         )
+
+    def current_view_sql(self) -> sql.Identifier:
+        return qualified(self.target.schema, self.target.table + CURRENT_VIEW_SUFFIX)
+
+    def ensure_current_view(self) -> None:
+        """`<table>_current`: the current version of every row, under the table's row-level
+        security (security_invoker), readable like the table itself."""
+        view = self.current_view_sql()
+        name = view.as_string(self.pg)
+        row = self.fetch_one(sql.SQL("select to_regclass({})").format(sql.Literal(name)))
+        if row is not None and row[0] is not None and not self.stats.columns_added:
+            return
+        if row is not None and row[0] is not None:
+            self.execute(sql.SQL("drop view {}").format(view))
+        self.execute(
+            sql.SQL(
+                "create view {} with (security_invoker = true) as"
+                " select * from {} where _synkro_is_current"
+            ).format(view, self.target_sql)
+        )
+        self.execute(sql.SQL("revoke all on {} from public, anon, authenticated").format(view))
+        self.execute(sql.SQL("grant select on {} to authenticated").format(view))
+
+    def historize(self, complete: bool) -> None:
+        """History mode: a key whose tracked columns changed gets its current version closed
+        (`_synkro_valid_to`, `_synkro_is_current = false`) and a new current version; an unchanged
+        record (a boundary record read again, a rerun) changes nothing. Untracked columns are
+        updated in place. When the read was a whole snapshot of the source (no cursor, or a full
+        refresh), current versions of keys the source no longer has are closed.
+        """
+        key_columns = [self.columns[k] for k in self.pk_keys]
+        aliased = sql.SQL(", ").join(
+            [
+                sql.SQL("{} as tenant_id").format(sql.Literal(self.context.tenant_id)),
+                *(
+                    sql.SQL("{} as {}").format(self.staged(c), sql.Identifier(c.name))
+                    for c in self.columns.values()
+                ),
+                sql.SQL("{} as _synkro_run_id").format(sql.Literal(self.context.run_id)),
+            ]
+        )
+        rows = sql.Identifier(HISTORY_ROWS)
+        self.execute(sql.SQL("drop table if exists {}").format(rows))
+        self.execute(
+            sql.SQL("create temp table {} on commit drop as {}").format(
+                rows, self.deduplicated(aliased)
+            )
+        )
+        integration = sql.Literal(self.context.integration_id)
+        same_key = sql.SQL(" and ").join(
+            sql.SQL("t.{0} = h.{0}").format(sql.Identifier(c.name)) for c in key_columns
+        )
+        current = sql.SQL("t.integration_id = {} and t._synkro_is_current and {}").format(
+            integration, same_key
+        )
+        others = [c.name for c in self.columns.values() if c.key not in self.pk_keys]
+        track = self.target.track_columns
+        tracked = ["tenant_id", *(n for n in others if track is None or n in track)]
+        untracked = [n for n in others if n not in tracked]
+
+        def differ(names: list[str]) -> sql.Composable:
+            return sql.SQL("row({}) is distinct from row({})").format(
+                sql.SQL(", ").join(sql.Identifier("t", n) for n in names),
+                sql.SQL(", ").join(sql.Identifier("h", n) for n in names),
+            )
+
+        closed = self.fetch_one(
+            sql.SQL(
+                "with c as (update {t} t set _synkro_valid_to = now(), _synkro_is_current = false"
+                " from {h} h where {current} and {differ} returning 1) select count(*) from c"
+            ).format(t=self.target_sql, h=rows, current=current, differ=differ(tracked))
+        )
+        if untracked:
+            self.execute(
+                sql.SQL(
+                    "update {t} t set {sets}, _synkro_run_id = h._synkro_run_id,"
+                    " _synkro_synced_at = now() from {h} h where {current} and {differ}"
+                ).format(
+                    t=self.target_sql,
+                    h=rows,
+                    sets=sql.SQL(", ").join(
+                        sql.SQL("{0} = h.{0}").format(sql.Identifier(n)) for n in untracked
+                    ),
+                    current=current,
+                    differ=differ(untracked),
+                )
+            )
+        names = ["tenant_id", *(c.name for c in self.columns.values()), "_synkro_run_id"]
+        self.cursor.execute(
+            sql.SQL(
+                "insert into {t} (integration_id, {names}) select {integration}, {h_names}"
+                " from {h} h where not exists (select 1 from {t} t where {current})"
+            ).format(
+                t=self.target_sql,
+                names=self.identifiers(names),
+                integration=integration,
+                h_names=sql.SQL(", ").join(sql.Identifier("h", n) for n in names),
+                h=rows,
+                current=current,
+            )
+        )
+        inserted = max(self.cursor.rowcount, 0)
+        versions = int(closed[0]) if closed else 0
+        self.stats.rows_updated += versions
+        self.stats.rows_inserted += inserted - versions
+        if complete and (self.target.cursor_field is None or self.context.full_refresh):
+            self.cursor.execute(
+                sql.SQL(
+                    "update {t} t set _synkro_valid_to = now(), _synkro_is_current = false"
+                    " where t.integration_id = {integration} and t._synkro_is_current"
+                    " and not exists (select 1 from {h} h where {same_key})"
+                ).format(t=self.target_sql, integration=integration, h=rows, same_key=same_key)
+            )
+            self.stats.rows_deleted += max(self.cursor.rowcount, 0)
 
     def upsert(self) -> None:
         self.merge_duplicates = 0

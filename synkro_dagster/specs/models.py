@@ -15,7 +15,7 @@ from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 Engine = Literal["http", "sql", "files"]
-WriteMode = Literal["merge", "append", "replace"]
+WriteMode = Literal["merge", "append", "replace", "history"]
 COLUMN_TYPES = (
     "text",
     "integer",
@@ -163,6 +163,11 @@ class StreamSpec(StrictModel):
     naming: Naming | None = Field(
         default=None, description="overrides the spec's naming for this stream"
     )
+    track_columns: list[str] | None = Field(
+        default=None,
+        description="write_mode history: the fields whose change opens a new version (default "
+        "all); a change of another field updates the current version in place",
+    )
     parent: str | None = Field(
         default=None,
         description="a stream of the same spec: this stream is read once per parent record "
@@ -209,8 +214,10 @@ class StreamSpec(StrictModel):
 
     @model_validator(mode="after")
     def _keys(self) -> StreamSpec:
-        if self.write_mode == "merge" and not self.primary_key:
-            raise ValueError("write_mode 'merge' needs a primary_key")
+        if self.write_mode in ("merge", "history") and not self.primary_key:
+            raise ValueError(f"write_mode '{self.write_mode}' needs a primary_key")
+        if self.track_columns is not None and self.write_mode != "history":
+            raise ValueError("track_columns is for write_mode 'history'")
         if self.deletes not in (None, "ignore") and self.write_mode != "merge":
             what = "a marker" if isinstance(self.deletes, DeleteMarker) else f"'{self.deletes}'"
             raise ValueError(
