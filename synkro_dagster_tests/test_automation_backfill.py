@@ -52,6 +52,12 @@ def test_full_refresh_adds_the_tag(fleet):
     assert json.loads(tags) == {"synkro/full_refresh": "true"}
 
 
+def test_allow_mass_delete_adds_its_tag(fleet):
+    command = _dry_run("toy", "-i", "acme-a", "--allow-mass-delete").strip().splitlines()[-1]
+    tags = command.split("--tags ")[1].split(" -m ")[0]
+    assert json.loads(tags) == {"synkro/allow_mass_delete": "true"}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

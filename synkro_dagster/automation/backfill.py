@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import click
 
-from synkro_dagster.tags import FULL_REFRESH_TAG
+from synkro_dagster.tags import ALLOW_MASS_DELETE_TAG, FULL_REFRESH_TAG
 
 DEFAULT_MODULE = "synkro_dagster.definitions"
 _LAUNCHED = re.compile(r"Launched backfill job `([^`]+)`")
@@ -142,6 +142,12 @@ def _ensure_partitions(spec: str, ids: Sequence[str]) -> list[str]:
     help=f"Re-read every stream from scratch (run tag {FULL_REFRESH_TAG}=true).",
 )
 @click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Let a replace or deletes sweep remove more than the stream's max_delete_fraction"
+    f" (run tag {ALLOW_MASS_DELETE_TAG}=true); only when the source really lost those rows.",
+)
+@click.option(
     "-m",
     "--module-name",
     "module",
@@ -164,6 +170,7 @@ def backfill(
     integrations: tuple[str, ...],
     tenants: tuple[str, ...],
     full_refresh: bool,
+    allow_mass_delete: bool,
     module: str | None,
     workspace: str | None,
     location: str | None,
@@ -193,6 +200,8 @@ def backfill(
             f"nothing to backfill: no enabled integration of spec '{spec}' selected"
         )
     tags = {FULL_REFRESH_TAG: "true"} if full_refresh else {}
+    if allow_mass_delete:
+        tags[ALLOW_MASS_DELETE_TAG] = "true"
     args = dagster_backfill_args(job_name_for(spec), ids, tags, module, workspace, location)
     click.echo(f"backfilling {len(ids)} integration(s) of '{spec}': {', '.join(ids)}")
     if dry_run:
