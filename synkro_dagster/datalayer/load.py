@@ -1165,6 +1165,17 @@ class _Load:
         refresh), current versions of keys the source no longer has are closed.
         """
         key_columns = [self.columns[k] for k in self.pk_keys]
+        closes_missing = complete and (
+            self.target.cursor_field is None or self.context.full_refresh
+        )
+        current_before = 0
+        if closes_missing and not self.stats.table_created:
+            row = self.fetch_one(
+                sql.SQL(
+                    "select count(*) from {} where integration_id = {} and _synkro_is_current"
+                ).format(self.target_sql, sql.Literal(self.context.integration_id))
+            )
+            current_before = int(row[0]) if row else 0
         aliased = sql.SQL(", ").join(
             [
                 sql.SQL("{} as tenant_id").format(sql.Literal(self.context.tenant_id)),
@@ -1239,13 +1250,20 @@ class _Load:
         versions = int(closed[0]) if closed else 0
         self.stats.rows_updated += versions
         self.stats.rows_inserted += inserted - versions
-        if complete and (self.target.cursor_field is None or self.context.full_refresh):
+        if closes_missing and current_before:
+            gone = sql.SQL(
+                "t.integration_id = {integration} and t._synkro_is_current"
+                " and not exists (select 1 from {h} h where {same_key})"
+            ).format(integration=integration, h=rows, same_key=same_key)
+            row = self.fetch_one(
+                sql.SQL("select count(*) from {} t where {}").format(self.target_sql, gone)
+            )
+            # Closing keys is a delete: the same max_delete_fraction guard as a replace or sweep.
+            self.check_guard("close of deleted keys", int(row[0]) if row else 0, current_before)
             self.cursor.execute(
                 sql.SQL(
-                    "update {t} t set _synkro_valid_to = now(), _synkro_is_current = false"
-                    " where t.integration_id = {integration} and t._synkro_is_current"
-                    " and not exists (select 1 from {h} h where {same_key})"
-                ).format(t=self.target_sql, integration=integration, h=rows, same_key=same_key)
+                    "update {} t set _synkro_valid_to = now(), _synkro_is_current = false where {}"
+                ).format(self.target_sql, gone)
             )
             self.stats.rows_deleted += max(self.cursor.rowcount, 0)
 
