@@ -294,3 +294,27 @@ def test_replace_compares_values_as_the_declared_type_stores_them(layer: DataLay
     rows = [{"id": 1, "price": "1.1"}, {"id": 2, "price": "2.50"}]
     layer.load(sized, read(rows), context())
     assert changes(layer.load(sized, read(rows), context())) == (0, 0, 0, 2)
+
+
+def test_history_closes_deleted_keys_only_after_a_complete_read_within_the_guard(
+    layer: DataLayer, engine: sa.Engine
+) -> None:
+    history = target("history")
+
+    def current() -> list[int]:
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql(
+                f"select id from {TABLE} where _synkro_is_current order by id"
+            ).all()
+        return [row[0] for row in found]
+
+    layer.load(history, read(items(1, 2, 3, 4)), context())
+    # The source said 4 but only 3 came: no key is closed.
+    assert layer.load(history, read(items(1, 2, 3), total=4), context()).rows_deleted == 0
+    assert current() == [1, 2, 3, 4]
+    # A cut-short answer would close 3 of 4 keys: refused, nothing changes.
+    with pytest.raises(MassDeleteBlocked, match="close of deleted keys would remove 3 of 4"):
+        layer.load(history, read(items(1)), context())
+    assert current() == [1, 2, 3, 4]
+    assert layer.load(history, read(items(1, 2, 3)), context()).rows_deleted == 1
+    assert current() == [1, 2, 3]

@@ -651,22 +651,30 @@ class _Load:
         kind = self.target.sweep
         if kind is None:
             return False
+        if self.target.cursor_field is not None and not self.context.reads_whole_source:
+            self.stats.deletes = (
+                f"{kind} sweep skipped: incremental read (a sweep follows only a full refresh)"
+            )
+            return False
+        return self.read_was_complete(f"{kind} sweep")
+
+    def read_was_complete(self, what: str) -> bool:
+        """Nothing rejected, something read, and as many rows as a source-reported total; else
+        the reason lands in the `deletes` metadata (the completeness or files check fails too)."""
         reason = None
         total = self.read.stats.source_total
-        if self.target.cursor_field is not None and not self.context.reads_whole_source:
-            reason = "incremental read (a sweep follows only a full refresh)"
-        elif self.stats.parts_rejected:
+        if self.stats.parts_rejected:
             reason = f"{self.stats.parts_rejected} part(s) rejected"
         elif not self.stats.parts_loaded:
             reason = "nothing was read"
         elif total is not None and self.stats.rows_read < total:
             reason = f"read {self.stats.rows_read} rows of the {total} the source reported"
-        if reason is not None:
-            self.stats.deletes = f"{kind} sweep skipped: {reason}"
-            if self.stats.parts_rejected or total is not None:
-                log.warning("%s: %s sweep skipped: %s", self.where(), kind, reason)
-            return False
-        return True
+        if reason is None:
+            return True
+        self.stats.deletes = f"{what} skipped: {reason}"
+        if self.stats.parts_rejected or total is not None:
+            log.warning("%s: %s skipped: %s", self.where(), what, reason)
+        return False
 
     def live_rows(self) -> int:
         row = self.fetch_one(
@@ -1165,8 +1173,11 @@ class _Load:
         refresh), current versions of keys the source no longer has are closed.
         """
         key_columns = [self.columns[k] for k in self.pk_keys]
-        closes_missing = complete and (
-            self.target.cursor_field is None or self.context.full_refresh
+        closes_missing = (
+            complete
+            and (self.target.cursor_field is None or self.context.full_refresh)
+            # Like a sweep: not after a read that was cut short or lost a file.
+            and self.read_was_complete("closing deleted keys")
         )
         current_before = 0
         if closes_missing and not self.stats.table_created:
