@@ -42,7 +42,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # The project itself, without touching the dependencies installed above; `pip check` fails the
 # build if the source now needs something the dependency layer lacks.
-COPY README.md pyproject.toml /tmp/src/
+COPY README.md pyproject.toml synkro.py /tmp/src/
 COPY synkro_dagster /tmp/src/synkro_dagster
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,from=wheelhouse,source=/wheels,target=/tmp/wheels \

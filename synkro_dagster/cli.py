@@ -268,6 +268,44 @@ def integrations_add(
         f"added integration '{integration.id}' (spec {integration.spec}, "
         f"tenant {integration.tenant}, {state})"
     )
+    _sync_partition(integration.spec, integration.id, add=True)
+
+
+def _sync_partition(spec: str, integration_id: str, *, add: bool) -> None:
+    """Adds (or deletes) the integration's partition in the Dagster instance at DAGSTER_HOME.
+
+    Without it, a UI or CLI materialize of a new integration fails ("Could not find a partition")
+    until the daemon's registry sensor ticks. Without DAGSTER_HOME there is no instance to update:
+    the registry sensor does it when the daemon runs.
+    """
+    if not os.environ.get("DAGSTER_HOME"):
+        click.echo(
+            "DAGSTER_HOME is not set: the partition appears when the daemon's registry sensor "
+            "next ticks",
+            err=True,
+        )
+        return
+    from dagster import DagsterInstance
+
+    from synkro_dagster.assets.factory import partitions_def_for
+
+    name = partitions_def_for(spec).name
+    try:
+        with DagsterInstance.get() as instance:
+            known = instance.has_dynamic_partition(name, integration_id)
+            if add and not known:
+                instance.add_dynamic_partitions(name, [integration_id])
+            elif not add and known:
+                instance.delete_dynamic_partition(name, integration_id)
+    except Exception as exc:  # noqa: BLE001 - the registry changed; the sensor catches up
+        click.echo(
+            f"warning: could not update partition '{integration_id}' of {name} in the Dagster "
+            f"instance ({type(exc).__name__}); the daemon's registry sensor will",
+            err=True,
+        )
+        return
+    verb = "added to" if add else "removed from"
+    click.echo(f"partition '{integration_id}' {verb} {name} in the Dagster instance")
 
 
 @integrations.command("update")
@@ -381,8 +419,10 @@ def integrations_remove(integration_id: str, yes: bool) -> None:
             abort=True,
             err=True,
         )
+    spec = registry.entry(integration_id).spec
     registry.remove(integration_id)
     click.echo(f"removed integration '{integration_id}'")
+    _sync_partition(spec, integration_id, add=False)
 
 
 def _utc(value: Any) -> str:

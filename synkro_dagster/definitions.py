@@ -52,6 +52,10 @@ def build_definitions(specs: dict[str, SourceSpec]) -> dg.Definitions:
         schedules=schedules,
         sensors=sensors,
         resources=_resources(),
+        # One process per run for every job of the location, including the implicit asset job
+        # `dagster asset materialize` and UI launches use: a subprocess per step would reload the
+        # definitions for each step (16 s instead of 6 s for one sync).
+        executor=dg.in_process_executor,
     )
 
 

@@ -120,6 +120,14 @@ def dagster_home(tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _scratch_dagster_home(tmp_path_factory, monkeypatch) -> None:
+    """Every test gets an empty DAGSTER_HOME: `./run test` exports the repository root (the local
+    instance), which commands under test (`synkro integrations add`) would otherwise write to."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path_factory.mktemp("dagster_home")))
+    monkeypatch.delenv("DAGSTER_MODULE_NAME", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _secret_key(monkeypatch) -> None:
     """A fixed Fernet key so tests never depend on the developer's environment."""
     monkeypatch.setenv("INTEGRATION_SECRET_KEY", "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs=")

@@ -327,3 +327,53 @@ def test_a_dead_source_fails_the_run_fast_with_its_retries_in_the_run_log(
     retries = [m for m in messages if "failed (ConnectError" in m and "retrying in" in m]
     assert len(retries) == 2, retries  # attempts 1 and 2; the third opened the circuit
     assert all(dead_url in m and "'page_number'" in m for m in retries)
+
+
+def test_a_run_launched_without_synkro_tags_gets_integration_tenant_and_spec(
+    sync: Sync, instance: dg.DagsterInstance
+) -> None:
+    # As from the UI or an asset backfill: only the partition is known at launch.
+    instance.add_dynamic_partitions(partitions_def_for("testapi").name, [INTEGRATION])
+    result = dg.materialize(
+        [sync.assets],
+        selection=["testapi/single"],
+        partition_key=INTEGRATION,
+        instance=instance,
+        resources=sync.resources,
+    )
+    assert result.success
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["synkro/integration"] == INTEGRATION
+    assert tags["synkro/tenant"] == "acme"
+    assert tags["synkro/spec"] == "testapi"
+
+
+def test_checks_are_per_integration(
+    sync: Sync, instance: dg.DagsterInstance, registry, api: ApiServer
+) -> None:
+    with start_api_server(bench_records=10) as clean_api:
+        registry.add(
+            "beta-test",
+            spec="testapi",
+            tenant="beta",
+            config={"base_url": clean_api.url},
+            secrets=secrets_for_testapi(clean_api),
+        )
+        api.duplicate_keys("/test/page_number")
+        failing = sync(["page_number"])
+        passing = sync(["page_number"], integration="beta-test")
+    assert failing.success and passing.success
+    failed = _checks(failing)[("page_number", "no_duplicate_keys_in_load")]
+    passed = _checks(passing)[("page_number", "no_duplicate_keys_in_load")]
+    assert (failed.partition, failed.passed) == (INTEGRATION, False)
+    assert (passed.partition, passed.passed) == ("beta-test", True)
+    # Every result names its integration, also where a reader sees no partition.
+    assert failed.metadata["integration"].value == INTEGRATION
+    assert failed.description.startswith(f"integration '{INTEGRATION}': ")
+    assert passed.description.startswith("integration 'beta-test': ")
+
+    # The later success of beta-test leaves acme-test's result failed: one status per partition.
+    key = dg.AssetCheckKey(dg.AssetKey(["testapi", "page_number"]), "no_duplicate_keys_in_load")
+    infos = instance.event_log_storage.get_asset_check_partition_info([key])
+    status = {i.partition_key: i.latest_execution_status.value for i in infos}
+    assert status == {INTEGRATION: "FAILED", "beta-test": "SUCCEEDED"}

@@ -256,3 +256,36 @@ def test_alert_goes_out_when_the_registry_is_unreachable(receiver, monkeypatch):
 )
 def test_generic_secret_patterns(text, expected):
     assert redact_secrets(text) == expected
+
+
+def test_asset_backfill_run_with_only_a_partition_range_is_alerted_by_name(
+    registry, receiver, monkeypatch
+):
+    # What a run of the UI's multi-partition "Launch backfill" carries: the range, nothing else.
+    monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
+    sensor = build_failure_alert_sensor(lambda: registry)
+    tags = {
+        "dagster/asset_partition_range_start": "acme-shop",
+        "dagster/asset_partition_range_end": "acme-shop",
+    }
+    with dg.instance_for_test() as instance:
+        sensor(_failure_context(instance, sync_crm, tags))
+    [body] = receiver.bodies
+    assert (body["spec"], body["integration"], body["tenant"]) == ("shop", "acme-shop", "acme")
+    assert TOKEN not in json.dumps(body)
+
+
+def test_integration_of_run_reads_every_launch_path():
+    from synkro_dagster.automation.alerts import integration_of_run
+
+    assert integration_of_run({"synkro/integration": "a", "dagster/partition": "b"}) == "a"
+    assert integration_of_run({"dagster/partition": "b"}) == "b"
+    start, end = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+    assert integration_of_run({start: "c", end: "c"}) == "c"
+    assert integration_of_run({start: "c", end: "d"}) is None  # several integrations: no one name
+    assert integration_of_run({}) is None
+
+
+def test_the_alert_sensor_watches_every_code_location():
+    sensor = build_failure_alert_sensor()
+    assert sensor._monitor_all_code_locations is True  # noqa: SLF001 - no public accessor in 1.13

@@ -172,6 +172,33 @@ def test_registry_sensor_tick_applies_partitions_to_the_instance(engine, registr
         ]
 
 
+def test_registry_sensor_never_deletes_a_partition_added_during_its_tick(engine, registry):
+    # `synkro integrations add` writes the registry row, then the partition. When that finishes
+    # just after the sensor read the registry, the sensor must not take the new partition for a
+    # removed integration.
+    add_integration(engine, "acme-toy")
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("toy__integrations", ["acme-toy"])
+
+        class RegistryRacingAnAdd:
+            def entries(self):
+                found = registry.entries()
+                add_integration(engine, "new-toy")
+                instance.add_dynamic_partitions("toy__integrations", ["new-toy"])
+                return found
+
+        sensor = build_registry_sensor(SPECS, lambda: RegistryRacingAnAdd())
+        result = sensor(dg.build_sensor_context(instance=instance))
+    deleted = [
+        key
+        for request in result.dynamic_partitions_requests or []
+        if isinstance(request, dg.DeleteDynamicPartitionsRequest)
+        for key in request.partition_keys
+    ]
+    assert "new-toy" not in deleted
+
+
 # -- per-integration scheduling ---------------------------------------------------------------
 
 NOW = datetime(2026, 11, 27, 10, 30, 20, tzinfo=UTC)

@@ -308,3 +308,26 @@ def test_the_installed_synkro_command_runs_as_a_process(empty_database_url: str)
     assert wrong.returncode == 1
     assert wrong.stderr.strip().count("\n") == 0 and "proc-shop" in wrong.stderr
     assert "Traceback" not in wrong.stderr and TOKEN not in wrong.stderr + wrong.stdout
+
+
+def test_add_and_remove_keep_the_dagster_partition_in_step(database_url: str) -> None:
+    import dagster as dg
+
+    assert add_shop("acme-shop").exit_code == 0
+    with dg.DagsterInstance.get() as instance:
+        # A materialize of the new integration works at once, without waiting for the daemon.
+        assert instance.get_dynamic_partitions("shop__integrations") == ["acme-shop"]
+    removed = synkro("integrations", "remove", "acme-shop", "--yes")
+    assert removed.exit_code == 0
+    assert "partition 'acme-shop' removed from shop__integrations" in removed.stdout
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("shop__integrations") == []
+
+
+def test_without_dagster_home_add_says_the_daemon_adds_the_partition(
+    database_url: str, monkeypatch
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME")
+    result = add_shop("acme-shop")
+    assert result.exit_code == 0
+    assert "registry sensor" in result.output

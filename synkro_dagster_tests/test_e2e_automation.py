@@ -36,8 +36,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MODULE = "synkro_dagster.definitions"
-LOCATION = MODULE  # `-m <module>` names the code location after the module
+MODULE = "synkro"  # synkro.py: the code location module
+LOCATION = "synkro"  # `-m synkro` names the location `synkro`, as workspace.yaml does
 SECRET_KEY = "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs="
 WRONG_CRM_SECRET = "wrong-secret-5e1f0c77aa"
 DOCS_IMAGES = REPO_ROOT / "docs" / "images"

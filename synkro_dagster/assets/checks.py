@@ -1,7 +1,14 @@
-"""Asset checks every stream carries, and how a load's numbers turn into their results."""
+"""Asset checks every stream carries, and how a load's numbers turn into their results.
+
+The checks a sync evaluates are partitioned like their asset (one result per integration), so one
+integration's failing check does not turn the asset red for the others, and the next success of
+another integration does not hide it. Dagster 1.13 marks partitioned checks as a preview feature;
+every result also names its integration in its description and metadata.
+"""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -21,7 +28,24 @@ def sync_checks(engine: str) -> tuple[str, ...]:
 
 
 def check_specs_for(
-    asset_key: dg.AssetKey, description: str, engine: str = ""
+    asset_key: dg.AssetKey,
+    description: str,
+    engine: str = "",
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> list[dg.AssetCheckSpec]:
+    """The sync checks of one stream asset, partitioned by `partitions_def` (the integrations)."""
+    with warnings.catch_warnings():
+        # Partitioned checks are a preview in Dagster 1.13: silence the warning every definitions
+        # load would print (docs/operations.md#checks explains the choice).
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return _check_specs(asset_key, description, engine, partitions_def)
+
+
+def _check_specs(
+    asset_key: dg.AssetKey,
+    description: str,
+    engine: str,
+    partitions_def: dg.PartitionsDefinition | None,
 ) -> list[dg.AssetCheckSpec]:
     files = [
         dg.AssetCheckSpec(
@@ -31,6 +55,7 @@ def check_specs_for(
                 f"No file of {description} was quarantined by the sync (error: the table lacks "
                 "what the rejected files held; their names and reasons are in the metadata)."
             ),
+            partitions_def=partitions_def,
         )
     ]
     return (files if engine == "files" else []) + [
@@ -41,6 +66,7 @@ def check_specs_for(
                 f"The source sent each primary key of {description} at most once per load "
                 "(warns: the merge kept the last version of each duplicate)."
             ),
+            partitions_def=partitions_def,
         ),
         dg.AssetCheckSpec(
             COMPLETENESS,
@@ -49,14 +75,18 @@ def check_specs_for(
                 f"At least as many rows of {description} were read as the source reported in "
                 "its total (skipped when the source reports none)."
             ),
+            partitions_def=partitions_def,
         ),
     ]
 
 
 def duplicate_keys_result(
-    asset_key: dg.AssetKey, duplicates: int, example: dict[str, Any] | None
+    asset_key: dg.AssetKey,
+    duplicates: int,
+    example: dict[str, Any] | None,
+    integration: str,
 ) -> dg.AssetCheckResult:
-    metadata: dict[str, Any] = {"duplicate_records": duplicates}
+    metadata: dict[str, Any] = {"integration": integration, "duplicate_records": duplicates}
     if example:
         metadata["example_key"] = dg.MetadataValue.json(example)
     return dg.AssetCheckResult(
@@ -65,22 +95,30 @@ def duplicate_keys_result(
         passed=duplicates == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
-        description=None
-        if duplicates == 0
-        else f"{duplicates} records repeated a primary key already sent in the same load",
+        description=f"integration '{integration}': "
+        + (
+            "no primary key repeated in the load"
+            if duplicates == 0
+            else f"{duplicates} records repeated a primary key already sent in the same load"
+        ),
     )
 
 
 def completeness_result(
-    asset_key: dg.AssetKey, rows_read: int, source_total: int | None
+    asset_key: dg.AssetKey, rows_read: int, source_total: int | None, integration: str
 ) -> dg.AssetCheckResult:
+    who = f"integration '{integration}': "
     if source_total is None:
         return dg.AssetCheckResult(
             asset_key=asset_key,
             check_name=COMPLETENESS,
             passed=True,
-            metadata={"rows_read": rows_read, "source_total": "not reported"},
-            description="the source reports no total for this stream",
+            metadata={
+                "integration": integration,
+                "rows_read": rows_read,
+                "source_total": "not reported",
+            },
+            description=who + "the source reports no total for this stream",
         )
     missing = max(source_total - rows_read, 0)
     return dg.AssetCheckResult(
@@ -88,19 +126,29 @@ def completeness_result(
         check_name=COMPLETENESS,
         passed=missing == 0,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"rows_read": rows_read, "source_total": source_total, "rows_missing": missing},
-        description=None
-        if missing == 0
-        else f"read {rows_read} rows but the source reported {source_total}",
+        metadata={
+            "integration": integration,
+            "rows_read": rows_read,
+            "source_total": source_total,
+            "rows_missing": missing,
+        },
+        description=who
+        + (
+            f"read all {rows_read} rows the source reported"
+            if missing == 0
+            else f"read {rows_read} rows but the source reported {source_total}"
+        ),
     )
 
 
 def files_rejected_result(
-    asset_key: dg.AssetKey, rejected: list[tuple[str, str]]
+    asset_key: dg.AssetKey, rejected: list[tuple[str, str]], integration: str | None = None
 ) -> dg.AssetCheckResult:
     """Fails (error) when the sync quarantined files: names and the first reason of each."""
     listed = rejected[:MAX_REJECTED_LISTED]
+    who = f"integration '{integration}': " if integration else ""
     metadata: dict[str, Any] = {
+        **({"integration": integration} if integration else {}),
         "files_rejected": len(rejected),
         "files": dg.MetadataValue.json([name for name, _ in listed]),
         "reasons": dg.MetadataValue.md(
@@ -116,7 +164,9 @@ def files_rejected_result(
         passed=not rejected,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata=metadata,
-        description=None
-        if not rejected
-        else f"{len(rejected)} file(s) quarantined, e.g. {first}"[:500],
+        description=(
+            who + "no file quarantined"
+            if not rejected
+            else (who + f"{len(rejected)} file(s) quarantined, e.g. {first}")[:500]
+        ),
     )

@@ -108,6 +108,19 @@ def load_integration(registry: Any, source: SourceSpec, integration_id: str) -> 
     return integration
 
 
+def tag_run(context: Any, integration: Integration) -> None:
+    """Adds synkro/integration, synkro/tenant and synkro/spec to the run if it lacks them.
+
+    Runs from the UI's multi-partition "Launch backfill" (asset backfills) carry only
+    dagster/asset_partition_range_*, and no launch path knows the tenant without the registry;
+    tagging at the start of the sync makes every run filterable and alertable by all three.
+    """
+    wanted = run_tags(integration.id, integration.spec, integration.tenant)
+    missing = {k: v for k, v in wanted.items() if context.run.tags.get(k) != v}
+    if missing:
+        context.instance.add_run_tags(context.run.run_id, missing)
+
+
 def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
     """One multi-asset for the spec: a run syncs the selected streams of one integration."""
     from synkro_dagster.datalayer.resource import LoadContext, TableTarget
@@ -118,7 +131,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
     check_specs = [
         spec
         for key, stream in streams.items()
-        for spec in check_specs_for(key, f"{source.name}/{stream.name}", source.engine)
+        for spec in check_specs_for(key, f"{source.name}/{stream.name}", source.engine, partitions)
     ]
     connector_key = connector_resource_key(source.engine)
 
@@ -138,6 +151,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
         connector = getattr(context.resources, connector_key)
         registry = IntegrationRegistry(datalayer.get_engine())
         integration = load_integration(registry, source, context.partition_key)
+        tag_run(context, integration)
         full_refresh = is_full_refresh(context.run.tags)
         selected_checks = context.selected_asset_check_keys
         failures: list[str] = []
@@ -192,13 +206,18 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                     metadata["source_total"] = read.stats.source_total
                 results = [
                     duplicate_keys_result(
-                        key, stats.duplicates_collapsed, stats.duplicate_key_example
+                        key,
+                        stats.duplicates_collapsed,
+                        stats.duplicate_key_example,
+                        integration.id,
                     ),
-                    completeness_result(key, stats.rows_read, read.stats.source_total),
+                    completeness_result(
+                        key, stats.rows_read, read.stats.source_total, integration.id
+                    ),
                 ]
                 if source.engine == "files":
                     rejected = [(n, integration.redact(r)) for n, r in read.stats.rejected]
-                    results.append(files_rejected_result(key, rejected))
+                    results.append(files_rejected_result(key, rejected, integration.id))
                     if read.stats.encodings:
                         metadata["encodings_detected"] = "; ".join(
                             f"{name}: {how}" for name, how in read.stats.encodings.items()

@@ -27,6 +27,8 @@ from synkro_dagster.tags import INTEGRATION_TAG, SPEC_TAG, TENANT_TAG
 ALERT_SENSOR_NAME = "run_failure_alert"
 FORMATS = ("generic", "slack", "telegram")
 PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 MAX_ERROR_CHARS = 2000
 
 # Values that look like credentials even when the registry could not be asked for the
@@ -192,13 +194,29 @@ def _secret_values(
         return []
 
 
-def _tenant_from_registry(
+def _entry_from_registry(
     registry_factory: Callable[[], IntegrationRegistry], integration: str
-) -> str | None:
+) -> Any:
     try:
-        return registry_factory().entry(integration).tenant
+        return registry_factory().entry(integration)
     except Exception:  # noqa: BLE001 - a missing tenant is better than a missing alert
         return None
+
+
+def integration_of_run(tags: Mapping[str, str]) -> str | None:
+    """The integration a run synced: its Synkro tag, else its partition (the integration id).
+
+    Asset backfills launched from the UI carry only a partition range; Synkro's assets backfill
+    one partition per run, so a range whose start and end agree names the integration.
+    """
+    if tags.get(INTEGRATION_TAG):
+        return tags[INTEGRATION_TAG]
+    if tags.get(PARTITION_TAG):
+        return tags[PARTITION_TAG]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if start and start == end:
+        return start
+    return None
 
 
 def build_failure_alert(
@@ -207,14 +225,17 @@ def build_failure_alert(
 ) -> FailureAlert:
     run = context.dagster_run
     tags = run.tags
-    # Runs from the UI or a backfill carry only the partition tag; it is the integration id.
-    integration = tags.get(INTEGRATION_TAG) or tags.get(PARTITION_TAG)
-    tenant = tags.get(TENANT_TAG)
-    if integration and not tenant:
-        tenant = _tenant_from_registry(registry_factory, integration)
+    # A run that failed before its sync started (launch, resources) may carry only the partition
+    # (or an asset backfill's partition range); the registry supplies the tenant and spec.
+    integration = integration_of_run(tags)
+    tenant, spec = tags.get(TENANT_TAG), tags.get(SPEC_TAG)
+    if integration and not (tenant and spec):
+        entry = _entry_from_registry(registry_factory, integration)
+        if entry is not None:
+            tenant, spec = tenant or entry.tenant, spec or entry.spec
     secrets = _secret_values(registry_factory, integration) if integration else []
     return FailureAlert(
-        spec=tags.get(SPEC_TAG),
+        spec=spec,
         integration=integration,
         tenant=tenant,
         job=run.job_name,
@@ -227,10 +248,15 @@ def build_failure_alert(
 def build_failure_alert_sensor(
     registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
 ) -> dg.SensorDefinition:
-    """`run_failure_alert`: every failed run of this code location → SYNKRO_ALERT_WEBHOOK_URL."""
+    """`run_failure_alert`: every failed run → SYNKRO_ALERT_WEBHOOK_URL.
+
+    It watches every code location of the instance, so a run launched from a location of another
+    name (or an asset backfill's run of the implicit asset job) is alerted too.
+    """
 
     @dg.run_failure_sensor(
         name=ALERT_SENSOR_NAME,
+        monitor_all_code_locations=True,
         minimum_interval_seconds=settings.interval_seconds(),
         default_status=settings.default_status(),
         description=(

@@ -2,8 +2,11 @@
 
 It is `dagster job backfill -j sync_<spec> --partitions <ids> --noprompt` with the partition list
 taken from the registry (by integration id and/or tenant), so the backfill is recorded in the
-Dagster instance (the UI's backfills page) and its runs go through the run queue the daemon
+Dagster instance (the UI's Runs → Backfills page) and its runs go through the run queue the daemon
 drains, exactly as when the Dagster command is typed by hand.
+
+Dagster marks a job backfill complete once its runs are *submitted*, whatever they then do; so
+`--wait` follows the runs themselves and reports the backfill failed when any run failed.
 """
 
 from __future__ import annotations
@@ -11,16 +14,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from synkro_dagster.tags import ALLOW_MASS_DELETE_TAG, FULL_REFRESH_TAG
 
-DEFAULT_MODULE = "synkro_dagster.definitions"
+# `-m synkro` names the code location `synkro`, like workspace.yaml and pyproject.toml do.
+DEFAULT_MODULE = "synkro"
 _LAUNCHED = re.compile(r"Launched backfill job `([^`]+)`")
+BACKFILL_TAG = "dagster/backfill"
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+ROW_METRICS = ("rows_read", "rows_inserted", "rows_updated", "rows_deleted")
 
 
 def select_integrations(
@@ -73,7 +84,7 @@ def dagster_backfill_args(
     workspace: str | None,
     location: str | None,
 ) -> list[str]:
-    """The `dagster job backfill` command line for these partitions."""
+    """The `dagster job backfill` command line for these partitions (run with this Python)."""
     args = [sys.executable, "-m", "dagster", "job", "backfill", "-j", job_name]
     args += ["--partitions", ",".join(partitions), "--noprompt"]
     if tags:
@@ -87,22 +98,139 @@ def dagster_backfill_args(
 def code_location_args(module: str | None, workspace: str | None) -> list[str]:
     """Where `dagster job backfill` loads the code location from.
 
-    The runs are launched by the daemon from the code location of the same *name*, so this must
-    match how the daemon was started: -w / -m when given; else, like `dagster dev` and
-    `dagster-daemon run` typed in the same folder, workspace.yaml or pyproject.toml's
-    [tool.dagster] from the current folder; else -m synkro_dagster.definitions.
+    The daemon launches queued runs from the code location of the same *name*, `synkro`: -w / -m
+    when given; else nothing when the current folder names it (workspace.yaml or pyproject.toml's
+    [tool.dagster], as at the repository root) or DAGSTER_MODULE_NAME is set; else `-m synkro`.
     """
     if workspace:
         return ["-w", workspace]
     if module:
         return ["-m", module]
-    if os.path.exists("workspace.yaml"):
-        return ["-w", "workspace.yaml"]
+    if os.environ.get("DAGSTER_MODULE_NAME") or os.path.exists("workspace.yaml"):
+        return []
     if os.path.exists("pyproject.toml"):
         with open("pyproject.toml", encoding="utf-8") as fh:
             if "[tool.dagster]" in fh.read():
                 return []
     return ["-m", DEFAULT_MODULE]
+
+
+def shell_command(args: Sequence[str]) -> str:
+    """The command as one would type it: `dagster …`, every argument shell-quoted."""
+    return shlex.join(["dagster", *args[3:]])
+
+
+@dataclass
+class PartitionRun:
+    """Where one partition of a backfill stands: its latest run, status and landed rows."""
+
+    partition: str
+    run_id: str | None = None
+    status: str = "NOT LAUNCHED"
+    rows: dict[str, int] | None = None
+
+
+def backfill_runs(instance: Any, backfill_id: str, partitions: Sequence[str]) -> list[PartitionRun]:
+    """The latest run of each partition of the backfill (a partition may not have one yet)."""
+    import dagster as dg
+
+    latest: dict[str, Any] = {}
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id})):
+        partition = run.tags.get("dagster/partition")
+        # get_runs returns newest first: keep the newest run (a retry) of each partition.
+        if partition and partition not in latest:
+            latest[partition] = run
+    rows = []
+    for partition in partitions:
+        run = latest.get(partition)
+        if run is None:
+            rows.append(PartitionRun(partition))
+        else:
+            rows.append(PartitionRun(partition, run.run_id, run.status.value))
+    return rows
+
+
+def rows_of_run(instance: Any, run_id: str) -> dict[str, int]:
+    """Rows read / inserted / updated / deleted, summed over the run's materializations."""
+    import dagster as dg
+
+    totals = dict.fromkeys(ROW_METRICS, 0)
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.dagster_event.event_specific_data.materialization
+        for name in ROW_METRICS:
+            value = materialization.metadata.get(name)
+            raw = getattr(value, "value", value)
+            if isinstance(raw, int | float):
+                totals[name] += int(raw)
+    return totals
+
+
+def wait_for_backfill(
+    instance: Any,
+    backfill_id: str,
+    partitions: Sequence[str],
+    *,
+    timeout: float,
+    poll: float = 2.0,
+    echo: Callable[[str], None] = click.echo,
+) -> list[PartitionRun]:
+    """Follow the backfill's runs until each partition's run finished; print every change."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    while True:
+        rows = backfill_runs(instance, backfill_id, partitions)
+        for row in rows:
+            if seen.get(row.partition) != row.status:
+                previous = seen.get(row.partition)
+                change = f"{previous} → {row.status}" if previous else row.status
+                echo(
+                    f"  {row.partition:<24} {change}"
+                    + (f"  (run {row.run_id})" if row.run_id else "")
+                )
+                seen[row.partition] = row.status
+        if all(row.status in FINISHED for row in rows):
+            break
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is not None and backfill.status in (
+            BulkActionStatus.FAILED,
+            BulkActionStatus.CANCELED,
+        ):
+            echo(f"backfill {backfill_id} is {backfill.status.value}: no more runs will start")
+            break
+        if time.monotonic() >= deadline:
+            raise click.ClickException(
+                f"backfill {backfill_id}: still running after {timeout:g}s "
+                f"({', '.join(f'{r.partition} {r.status}' for r in rows)}); "
+                "is the Dagster daemon running (`dagster-daemon run` or `dagster dev`)?"
+            )
+        time.sleep(poll)
+    for row in rows:
+        if row.run_id:
+            row.rows = rows_of_run(instance, row.run_id)
+    return rows
+
+
+def summary_table(rows: Sequence[PartitionRun]) -> list[str]:
+    """The final table: one line per partition with its run, status and rows."""
+    header = ("INTEGRATION", "STATUS", "RUN", "READ", "INSERTED", "UPDATED", "DELETED")
+    lines = [header]
+    for row in rows:
+        counts = row.rows or {}
+        lines.append(
+            (
+                row.partition,
+                row.status,
+                row.run_id or "-",
+                *(str(counts.get(m, "-")) if row.rows is not None else "-" for m in ROW_METRICS),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
 
 
 def _ensure_partitions(spec: str, ids: Sequence[str]) -> list[str]:
@@ -165,6 +293,19 @@ def _ensure_partitions(spec: str, ids: Sequence[str]) -> list[str]:
 @click.option(
     "--dry-run", is_flag=True, help="Print the selection and the command; submit nothing."
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow the runs until each integration's run finished; print a table of their status "
+    "and rows; exit 1 if any failed.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="With --wait: seconds to wait before giving up (exit 1).",
+)
 def backfill(
     spec: str,
     integrations: tuple[str, ...],
@@ -175,13 +316,14 @@ def backfill(
     workspace: str | None,
     location: str | None,
     dry_run: bool,
+    wait: bool,
+    timeout: float,
 ) -> None:
-    """Backfill SPEC's integrations through Dagster (recorded on the UI's backfills page).
+    """Backfill SPEC's integrations through Dagster (recorded on the UI's Runs → Backfills page).
 
     With no --integration / --tenant, every enabled integration of SPEC. The runs are queued and
-    the Dagster daemon launches them; DAGSTER_HOME must be the instance the daemon uses, and the
-    code location the same as the daemon's (-m / -w; default: workspace.yaml or pyproject.toml
-    in the current folder, else -m synkro_dagster.definitions).
+    the Dagster daemon launches them; DAGSTER_HOME must be the instance the daemon uses (the
+    repository root locally). The code location is `synkro`, loaded like the daemon loads it.
     """
     from synkro_dagster.assets.factory import job_name_for
     from synkro_dagster.automation.settings import ui_url
@@ -205,17 +347,23 @@ def backfill(
     args = dagster_backfill_args(job_name_for(spec), ids, tags, module, workspace, location)
     click.echo(f"backfilling {len(ids)} integration(s) of '{spec}': {', '.join(ids)}")
     if dry_run:
-        click.echo(" ".join(args[1:]).replace(sys.executable, "python"))
+        click.echo(shell_command(args))
+        click.echo(f"backfills appear at {ui_url()}/runs/backfills")
         return
     if not os.environ.get("DAGSTER_HOME"):
         raise click.UsageError(
-            "DAGSTER_HOME is not set: point it at the instance the Dagster daemon uses, "
-            "so the backfill's runs are queued where the daemon launches them"
+            "DAGSTER_HOME is not set: point it at the instance the Dagster daemon uses "
+            "(locally the repository root: `export DAGSTER_HOME=$PWD`), so the backfill's runs "
+            "are queued where the daemon launches them"
         )
     added = _ensure_partitions(spec, ids)
     if added:
         click.echo(f"added partition(s) not yet synced from the registry: {', '.join(added)}")
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if workspace or module:
+        # An explicit location must not clash with the one DAGSTER_MODULE_NAME names.
+        env.pop("DAGSTER_MODULE_NAME", None)
+    result = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
         raise click.ClickException(f"dagster job backfill failed:\n{output}")
@@ -225,3 +373,21 @@ def backfill(
     backfill_id = match.group(1)
     click.echo(f"backfill {backfill_id} submitted; its runs are queued for the daemon")
     click.echo(f"follow it at {ui_url()}/runs/b/{backfill_id}")
+    if not wait:
+        return
+
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        rows = wait_for_backfill(instance, backfill_id, ids, timeout=timeout)
+    click.echo("")
+    for line in summary_table(rows):
+        click.echo(line)
+    failed = [r for r in rows if r.status != "SUCCESS"]
+    if failed:
+        raise click.ClickException(
+            f"backfill {backfill_id}: {len(failed)} of {len(rows)} run(s) did not succeed "
+            f"({', '.join(f'{r.partition} {r.status}' for r in failed)}); "
+            f"see {ui_url()}/runs/b/{backfill_id}"
+        )
+    click.echo(f"backfill {backfill_id}: all {len(rows)} run(s) succeeded")

@@ -80,8 +80,17 @@ def build_registry_sensor(
         ),
     )
     def integrations_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        # Partitions first, registry second: `synkro integrations add` (and the demo) write the
+        # registry row before the partition, so a partition read here is always in the registry
+        # read after it. In the other order a tick racing an add would delete the new partition.
+        existing = {
+            partitions_def_for(name).name: context.instance.get_dynamic_partitions(
+                partitions_def_for(name).name
+            )
+            for name in names
+        }
         entries = registry_factory().entries()
-        requests = partition_requests(names, entries, context.instance.get_dynamic_partitions)
+        requests = partition_requests(names, entries, existing.__getitem__)
         if not requests:
             return dg.SensorResult(
                 skip_reason=f"partitions match the registry ({len(entries)} integrations)"

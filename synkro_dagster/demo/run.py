@@ -8,7 +8,9 @@ runs, and prints what landed. Running it again is incremental: only what changed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,14 +33,23 @@ class DemoIntegration:
     schedule: str | None = None
 
 
-def _demo_integrations(api_url: str, credentials: Any, erp_url: str) -> list[DemoIntegration]:
+# Set to the URL of a demo API that outlives the demo (`python -m synkro_dagster.demo.api_server`):
+# the demo then syncs against it and schedules demo-shop and demo-crm like real integrations.
+DEMO_API_URL_ENV = "SYNKRO_DEMO_API_URL"
+
+
+def _demo_integrations(
+    api_url: str, credentials: Any, erp_url: str, api_stays: bool
+) -> list[DemoIntegration]:
+    # The API the demo starts itself stops when the demo ends: scheduled integrations would then
+    # fail every few minutes in a `dagster dev` left running, so they get no schedule.
     return [
         DemoIntegration(
             "demo-shop",
             "shop",
             {"base_url": api_url},
             {"api_token": credentials.bearer_token},
-            "*/15 * * * *",
+            "*/15 * * * *" if api_stays else None,
         ),
         DemoIntegration(
             "demo-crm",
@@ -49,7 +60,7 @@ def _demo_integrations(api_url: str, credentials: Any, erp_url: str) -> list[Dem
                 "client_secret": credentials.client_secret,
                 "hash_salt": "demo-salt-5c2e91",
             },
-            "0 * * * *",
+            "0 * * * *" if api_stays else None,
         ),
         DemoIntegration("demo-erp", "erp", {"url": erp_url}, {}, "30 2 * * *"),
         DemoIntegration("demo-onec", "onec", {}, {}, None),
@@ -71,8 +82,14 @@ def _register(registry: Any, integration: DemoIntegration) -> str:
             schedule=integration.schedule,
         )
         return "registered"
-    # The local API listens on a new port each time: keep the stored config current.
-    registry.update(integration.id, config=integration.config, secrets=integration.secrets)
+    # The local API listens on a new port each time: keep the stored config current, and drop a
+    # schedule an earlier demo set against an API that is gone now.
+    registry.update(
+        integration.id,
+        config=integration.config,
+        secrets=integration.secrets,
+        schedule=integration.schedule or "",
+    )
     registry.enable(integration.id)
     return "updated"
 
@@ -144,7 +161,7 @@ def demo(erp_rows: int) -> None:
     from synkro_dagster.database import get_engine, resolve_database_url, safe_url, temp_dir
     from synkro_dagster.datalayer.migrations import migrate
     from synkro_dagster.definitions import build_definitions
-    from synkro_dagster.demo.api_server import start_api_server
+    from synkro_dagster.demo.api_server import Credentials, start_api_server
     from synkro_dagster.demo.erp_source import create_demo_erp, touch_demo_erp
     from synkro_dagster.integrations.registry import IntegrationRegistry
     from synkro_dagster.specs import load_specs
@@ -172,21 +189,30 @@ def demo(erp_rows: int) -> None:
     instance = dg.DagsterInstance.get()
     registry = IntegrationRegistry(engine)
     failures = 0
-    with start_api_server() as api:
-        # Something changes in the APIs between demo runs, so a rerun shows an incremental sync.
-        api.store.update("shop.customers", 1, name="Ada Lovelace")
-        api.store.add(
-            "shop.orders",
-            customer_id=1,
-            status="paid",
-            currency="EUR",
-            total="42.00",
-            line_items=[{"product_id": 1, "sku": "SKU-0001", "quantity": 1, "unit_price": "42.00"}],
-        )
-        api.store.update("crm.deals", 1, stage="won")
-        click.echo(f"local API    {api.url}")
+    external_api = os.environ.get(DEMO_API_URL_ENV, "").strip().rstrip("/")
+    with contextlib.ExitStack() as stack:
+        if external_api:
+            api_url, credentials = external_api, Credentials()
+            click.echo(f"demo API     {api_url} ({DEMO_API_URL_ENV}; it stays up: scheduled)")
+        else:
+            api = stack.enter_context(start_api_server())
+            # Something changes in the APIs between demo runs, so a rerun shows an incremental sync.
+            api.store.update("shop.customers", 1, name="Ada Lovelace")
+            api.store.add(
+                "shop.orders",
+                customer_id=1,
+                status="paid",
+                currency="EUR",
+                total="42.00",
+                line_items=[
+                    {"product_id": 1, "sku": "SKU-0001", "quantity": 1, "unit_price": "42.00"}
+                ],
+            )
+            api.store.update("crm.deals", 1, stage="won")
+            api_url, credentials = api.url, api.credentials
+            click.echo(f"local API    {api_url} (stops with the demo: shop and crm unscheduled)")
 
-        integrations = _demo_integrations(api.url, api.credentials, erp_url)
+        integrations = _demo_integrations(api_url, credentials, erp_url, bool(external_api))
         for integration in integrations:
             state = _register(registry, integration)
             instance.add_dynamic_partitions(f"{integration.spec}__integrations", [integration.id])
@@ -215,8 +241,8 @@ def demo(erp_rows: int) -> None:
     click.echo(
         f"\nDone in {time.monotonic() - started:.1f} s. Runs, materializations and their metadata "
         f"are in the Dagster instance at {instance.root_directory}.\n"
-        "See them in the UI:\n"
-        f"    DAGSTER_HOME={instance.root_directory} .venv/bin/dagster dev\n"
+        "See them in the UI (from the repository root):\n"
+        "    . .venv/bin/activate && dagster dev\n"
         "then open http://127.0.0.1:3000 → Assets (groups shop, crm, erp, onec) → Runs.\n"
         "Run `./run demo` again: the second sync is incremental."
     )
