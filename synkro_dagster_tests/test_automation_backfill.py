@@ -68,8 +68,8 @@ def test_full_refresh_adds_the_tag(fleet):
 
 
 def test_allow_mass_delete_adds_its_tag(fleet):
-    command = _dry_run("toy", "-i", "acme-a", "--allow-mass-delete").strip().splitlines()[-1]
-    tags = command.split("--tags ")[1].split(" -m ")[0]
+    command = _command(_dry_run("toy", "-i", "acme-a", "--allow-mass-delete"))
+    tags = command[command.index("--tags") + 1]
     assert json.loads(tags) == {"synkro/allow_mass_delete": "true"}
 
 
