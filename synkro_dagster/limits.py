@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MIB = 1024 * 1024
 
@@ -64,30 +64,23 @@ XLSX_SHARED_STRINGS_BYTES = Limit(
 )
 
 
-# -- JSON text checks, run on the raw bytes before parsing (C-speed regex passes, no recursion)
+# -- JSON checks: lone surrogates on the raw bytes (a C-speed search), nesting on parsed values
 
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_STRING = re.compile(rb'"[^"]*"')
-_PAIR = re.compile(rb"\{\}|\[\]")
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def json_too_deep(raw: bytes, max_depth: int) -> bool:
-    """Whether arrays/objects in the JSON text `raw` nest deeper than `max_depth`.
-
-    Strings are cut out, then each pass removes the innermost empty pairs: the number of passes
-    is the depth. Malformed text answers False and is left to the parser to reject."""
-    if raw.count(b"[") + raw.count(b"{") <= max_depth:
-        return False
-    text = _ESCAPE.sub(b"", raw) if b"\\" in raw else raw
-    text = _STRING.sub(b"", text).translate(None, _NOT_BRACKET)
-    for _ in range(max_depth):
-        reduced = _PAIR.sub(b"", text)
-        if not reduced or len(reduced) == len(text):
-            return False
-        text = reduced
-    return bool(_PAIR.search(text))
+def too_deep(value: Any, max_depth: int) -> bool:
+    """Whether objects/arrays nest deeper than `max_depth` levels in `value` (a record is level
+    1). Iterative, so the check cannot itself hit the recursion limit it guards; scalars cost one
+    isinstance each."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def lone_surrogates(raw: bytes) -> Iterator[int]:

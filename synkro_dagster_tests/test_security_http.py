@@ -30,6 +30,7 @@ from synkro_dagster.connectors.http_guard import (
 )
 from synkro_dagster.contracts import Integration, SourceDataError
 from synkro_dagster.specs.models import SourceSpec
+from synkro_dagster_tests.hostile import deep_json
 from synkro_dagster_tests.localhttp import json_answer, local_server, redirect
 
 KEY = "key/Zq81+secret=value"
@@ -321,6 +322,12 @@ def test_deep_nesting_is_a_clear_error_not_a_recursion_error() -> None:
         message = str(refused.value)
         assert "stream 'items'" in message and "page 1" in message
         assert "nested deeper than 100 levels" in message and "SYNKRO_JSON_MAX_DEPTH" in message
+        # Deeper than the limit but parseable: named down to the record and field.
+        api.routes["/items"] = lambda s: json_answer(deep_json(150))
+        with pytest.raises(
+            SourceDataError, match="record 1, field 'v': JSON nested deeper than 100"
+        ):
+            read(spec(None), api.url)
         # Within the limit, nesting is fine.
         ok = "[" + '{"id": 1, "n": ' + '{"a":' * 50 + "1" + "}" * 50 + "}]"
         api.routes["/items"] = lambda s: json_answer(ok)

@@ -1022,9 +1022,32 @@ class HttpSession:
         base = self.render(self.options.base_url, "http.base_url").rstrip("/")
         return f"{base}/{path.lstrip('/')}" if path else base
 
+    def _check_records(
+        self, name: str, number: int, response: httpx.Response, records: list, path: str
+    ) -> None:
+        """Every record is an object nested at most max_json_depth levels deep."""
+        where = (
+            f"{self.describe(name, response.request.method, response.request.url)}, page {number}"
+        )
+        limit = self.max_json_depth
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise SourceDataError(
+                    f"{where}: record {index + 1} of the records path '{path}' is "
+                    f"{type(record).__name__} {self.redact(repr(record)[:80])}, not an object"
+                )
+            for key, value in record.items():
+                if isinstance(value, dict | list) and limits.too_deep(value, limit - 1):
+                    raise SourceDataError(
+                        f"{where}: record {index + 1}, field '{key}': JSON nested deeper than "
+                        f"{limit} levels (max_json_depth; "
+                        f"{limits.JSON_DEPTH.hint('http.max_json_depth')})"
+                    )
+
     def _parse_page(self, name: str, number: int, response: httpx.Response) -> Any:
         """The page's JSON, refusing what would fail later without a place: lone surrogates
-        (UTF-8 and PostgreSQL cannot store them) and nesting deeper than max_json_depth."""
+        (UTF-8 and PostgreSQL cannot store them) and nesting beyond Python's recursion limit
+        (records nested deeper than max_json_depth are refused by `_check_records`)."""
         content = response.content
         where = (
             f"{self.describe(name, response.request.method, response.request.url)}, page {number}"
@@ -1035,15 +1058,14 @@ class HttpSession:
                 f"{where}: a lone UTF-16 surrogate escape {content[at : at + 6].decode()} at "
                 f"{limits.position(content, at)}; it is not a character and cannot be stored"
             )
-        if limits.json_too_deep(content, self.max_json_depth):
-            raise SourceDataError(
-                f"{where}: JSON nested deeper than {self.max_json_depth} levels "
-                f"(max_json_depth; {limits.JSON_DEPTH.hint('http.max_json_depth')})"
-            )
         try:
             return jsonnumbers.loads(content)  # decimals stay exact (1.10 is not 1.1)
         except RecursionError:
-            raise SourceDataError(f"{where}: JSON nested too deeply to parse") from None
+            # Deeper than Python's own limit (~1000 levels): refused before anything is held.
+            raise SourceDataError(
+                f"{where}: JSON nested deeper than {self.max_json_depth} levels "
+                f"(max_json_depth; {limits.JSON_DEPTH.hint('http.max_json_depth')})"
+            ) from None
         except ValueError as exc:
             raise HttpSourceError(
                 f"{where}: the response is not JSON ({self.redact(str(exc))}): "
@@ -1126,15 +1148,7 @@ class HttpSession:
                     f"'{records_path}' is not a list in the response of "
                     f"{self.safe_url(response.request.url)} (got {type(records).__name__})"
                 )
-            if not all(isinstance(record, dict) for record in records):
-                index, record = next(
-                    (i, r) for i, r in enumerate(records) if not isinstance(r, dict)
-                )
-                raise SourceDataError(
-                    f"{self.describe(name, options.method, response.request.url)}, page "
-                    f"{number}: record {index + 1} of the records path '{records_path}' is "
-                    f"{type(record).__name__} {self.redact(repr(record)[:80])}, not an object"
-                )
+            self._check_records(name, number, response, records, records_path)
             if stats.source_total is None and total_spec is not None:
                 stats.source_total = self._total(total_spec, body, response)
             if not records:
