@@ -153,8 +153,8 @@ def main() -> None:
         csv_one_long_line(inbox / "orders_1.csv", length, header="id,name\n")
         rows.append(
             (
-                "CSV, one line of 2 GB",
-                f"{length / 2**30:.1f} GiB, no line end",
+                "CSV whose second line never ends",
+                f"{length / 2**30:.1f} GiB, one field, no line end",
                 run_child(script, "--child", "csv", str(scratch / "csv")),
             )
         )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+import textwrap
+from pathlib import Path
+
 import psycopg
 import pytest
 import sqlalchemy as sa
+import sqlparse
 
 from synkro_dagster.contracts import BatchesPart, StreamRead
 from synkro_dagster.datalayer.resource import DataLayer, LoadContext, TableTarget
@@ -89,3 +95,54 @@ def test_the_status_view_is_select_only(database_url: str, engine: sa.Engine) ->
     assert _as(engine, "authenticated", "select stream from public.synkro_sync_status") == [
         ("orders",)
     ]
+
+
+def _hook_sql() -> str:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
+    [hook] = [textwrap.dedent(b) for b in blocks if "custom_access_token_hook" in b]
+    return hook
+
+
+def test_the_documented_access_token_hook_takes_tenant_id_only_from_app_metadata(
+    database_url: str, engine: sa.Engine
+) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "do $$ begin if not exists (select 1 from pg_roles where rolname = "
+            "'supabase_auth_admin') then create role supabase_auth_admin nologin; end if; end $$"
+        )
+        for statement in sqlparse.split(_hook_sql()):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+    _load(DataLayer(database_url=database_url), "public", "acme", "acme", [1])
+    _load(DataLayer(database_url=database_url), "public", "evil", "evil", [2])
+
+    def token(claims: dict) -> dict:
+        event = json.dumps({"user_id": "u1", "claims": claims})
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.text("select public.custom_access_token_hook(cast(:e as jsonb))"), {"e": event}
+            ).scalar()["claims"]
+
+    # The user edited user_metadata (and even a top-level claim in the request): ignored.
+    claims = token(
+        {
+            "sub": "u1",
+            "role": "authenticated",
+            "tenant_id": "evil",
+            "user_metadata": {"tenant_id": "evil"},
+            "app_metadata": {"tenant_id": "acme"},
+        }
+    )
+    assert claims["tenant_id"] == "acme"
+    with engine.begin() as conn:
+        conn.exec_driver_sql("set local role authenticated")
+        conn.execute(
+            sa.text("select set_config('request.jwt.claims', :c, true)"), {"c": json.dumps(claims)}
+        )
+        assert conn.exec_driver_sql("select tenant_id, id from shop_orders").all() == [("acme", 1)]
+    # No tenant in app_metadata: no tenant claim at all, so no synced row is visible.
+    assert "tenant_id" not in token(
+        {"sub": "u2", "tenant_id": "evil", "user_metadata": {"tenant_id": "evil"}}
+    )
