@@ -183,6 +183,8 @@ class Part:
     dedupe: str = "upload"
 
     def batches(self) -> Iterator[Batch]:
+        """Bounded batches: lists of records, or typed batches (a `pyarrow.RecordBatch`, a
+        `CopyBatch`) that the data layer stages by binary COPY."""
         raise NotImplementedError
 
     def locate(self, index: int) -> str | None:
@@ -198,6 +200,20 @@ class Part:
 
     def rejected(self, error: SourceDataError) -> None:
         """Runs after an isolated part was rolled back because of `error` (e.g. quarantine it)."""
+
+
+@dataclass
+class CopyBatch:
+    """Rows as PostgreSQL binary COPY data, passed through to the data layer's staging unchanged.
+
+    A PostgreSQL source yields this (its `COPY (query) TO STDOUT (FORMAT binary)` stream) when no
+    value needs converting. `columns` are (name, exact PostgreSQL type) in the stream's order;
+    the data layer sets `rows` once the COPY is done.
+    """
+
+    columns: list[tuple[str, str]]
+    chunks: Iterator[bytes]
+    rows: int = 0
 
 
 class BatchesPart(Part):

@@ -33,9 +33,16 @@ from psycopg import sql
 from psycopg.adapt import Dumper
 
 from synkro_dagster import jsonnumbers
-from synkro_dagster.contracts import Part, Record, SourceDataError, StreamRead
+from synkro_dagster.contracts import CopyBatch, Part, Record, SourceDataError, StreamRead
 from synkro_dagster.datalayer import deletes
 from synkro_dagster.datalayer import schema as types
+from synkro_dagster.datalayer.copy_binary import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    TypedStaging,
+    is_arrow_batch,
+    staged_value,
+)
 from synkro_dagster.datalayer.deletes import DELETED_AT, Marker
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
 from synkro_dagster.datalayer.state import claim_part, read_cursor, set_part_rows, write_state
@@ -201,6 +208,7 @@ class _Stager:
         for kind in (dict, list, tuple):
             self._cursor.adapters.register_dumper(kind, _JsonText)
         self._columns: tuple[str, ...] = ()
+        self._binary = False
         self._context: Any = None
         self._copy: Any = None
         # Rows of the current part written so far, and before the open COPY began: PostgreSQL
@@ -212,22 +220,54 @@ class _Stager:
         self.close()
         self.part_rows = self.part_rows_before_copy = 0
 
+    def _open(self, columns: tuple[str, ...], binary: bool) -> None:
+        if self._copy is not None and columns == self._columns and binary == self._binary:
+            return
+        self.close()
+        statement = sql.SQL("copy {} ({}) from stdin{}").format(
+            sql.Identifier(STAGE_TABLE),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(" (format binary)" if binary else ""),
+        )
+        self._context = self._cursor.copy(statement)
+        self._copy = self._context.__enter__()
+        self._columns, self._binary = columns, binary
+        if binary:
+            self._copy.write(COPY_HEADER)
+
     def write(self, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> None:
-        if self._copy is None or columns != self._columns:
-            self.close()
-            statement = sql.SQL("copy {} ({}) from stdin").format(
-                sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(map(sql.Identifier, columns))
-            )
-            self._context = self._cursor.copy(statement)
-            self._copy = self._context.__enter__()
-            self._columns = columns
+        if self._copy is None or columns != self._columns or self._binary:
+            self._open(columns, binary=False)
             self.part_rows_before_copy = self.part_rows
         write_row = self._copy.write_row
         for row in rows:
             write_row(row)
 
+    def write_binary(self, columns: tuple[str, ...], tuples: bytes) -> None:
+        """Binary COPY tuples (no header/trailer) into `columns`; the COPY stays open."""
+        self._open(columns, binary=True)
+        self._copy.write(tuples)
+
+    def copy_raw(self, columns: tuple[str, ...], chunks: Iterable[bytes]) -> int:
+        """A whole binary COPY stream (header to trailer) into `columns`; returns its row count."""
+        self.close()
+        statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+            sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        self._context = self._cursor.copy(statement)
+        self._copy = self._context.__enter__()
+        self._columns, self._binary = (), False
+        write = self._copy.write
+        for chunk in chunks:
+            write(chunk)
+        context, self._context, self._copy = self._context, None, None
+        context.__exit__(None, None, None)
+        return max(self._cursor.rowcount, 0)
+
     def close(self) -> None:
         if self._context is not None:
+            if self._binary:
+                self._copy.write(COPY_TRAILER)
             context, self._context, self._copy = self._context, None, None
             context.__exit__(None, None, None)
 
@@ -243,7 +283,7 @@ class _Stager:
                 context.__exit__(type(error), error, error.__traceback__)
 
 
-class _Load:
+class _Load(TypedStaging):
     def __init__(
         self,
         conn: sa.Connection,
@@ -275,6 +315,9 @@ class _Load:
         self.rows_before: int | None = None
         self.merge_duplicates = 0  # repeated keys collapsed by the current merge
         self.stager = _Stager(self.pg)
+        # Staging column types other than text (typed batches) and the columns holding values.
+        self.stage_types: dict[str, str] = {}
+        self.stage_filled: set[str] = set()
         self.schema = table_name(target.schema)
         self.table = table_name(target.table)
         self.target_sql = qualified(target.schema, target.table)
@@ -322,6 +365,7 @@ class _Load:
             types_widened=list(self.stats.types_widened),
         )
         flags = (self.merged_parts, self.replaced, self.fresh_table)
+        stage_snapshot = (dict(self.stage_types), set(self.stage_filled))
         try:
             key = None
             if part.identity is not None:
@@ -362,6 +406,7 @@ class _Load:
             self.columns, self._getter = snapshot, None
             self.stats = stats
             self.merged_parts, self.replaced, self.fresh_table = flags
+            self.stage_types, self.stage_filled = stage_snapshot
             log.warning("stream %s: part %s rejected: %s", self.context.stream, part.name, error)
             part.rejected(error)
             self.stats.parts_rejected += 1
@@ -388,6 +433,7 @@ class _Load:
             raise self.merge_error(part, error) from None
         self.merged_parts += 1
         self.execute(sql.SQL("truncate {}").format(sql.Identifier(STAGE_TABLE)))
+        self.stage_filled.clear()
 
     def copy_error(self, part: Part, error: psycopg.Error) -> SourceDataError:
         """A COPY error of an isolated part, placed by the part (file line) where PostgreSQL says."""
@@ -462,6 +508,12 @@ class _Load:
         self.stager.start_part()
         rows = 0
         for batch in part.batches():
+            if isinstance(batch, CopyBatch):
+                rows += self.stage_copy(part, batch)
+                continue
+            if not isinstance(batch, list) and is_arrow_batch(batch):
+                rows += self.stage_arrow(part, batch)
+                continue
             if len(batch) <= self.batch_rows:
                 rows += self.stage_batch(part, batch)
                 continue
@@ -495,6 +547,9 @@ class _Load:
                 converted = True
         if rows is None or converted:
             rows = zip(*data, strict=False)
+        if self.stage_types:
+            self.text_staging()
+        self.stage_filled.update(c.stage for c in self.columns.values())
         if self.columns:
             try:
                 self.stager.write(tuple(c.stage for c in self.columns.values()), rows)
@@ -759,9 +814,15 @@ class _Load:
     def marked(self) -> sql.Composable:
         assert self.target.marker is not None
         column = self.columns.get(self.target.marker.field)
-        return deletes.marked(
-            sql.Identifier("s", column.stage) if column is not None else None, self.target.marker
+        if column is None:
+            return deletes.marked(None, self.target.marker)
+        # The marker is compared as text, as the records path stages it ('true', '1', 'deleted').
+        staged = staged_value(
+            sql.Identifier("s", column.stage),
+            self.stage_types.get(column.stage, types.TEXT),
+            types.TEXT,
         )
+        return deletes.marked(staged, self.target.marker)
 
     def apply_marker(self) -> tuple[int, int]:
         """Before the upsert: judge each key by its latest record and act on the marked ones.
@@ -1073,7 +1134,8 @@ class _Load:
 
     def staged(self, column: _Column) -> sql.Composable:
         """The staged value of `column`, cast to its target type."""
-        return types.cast(sql.Identifier("s", column.stage), column.type)
+        stage_type = self.stage_types.get(column.stage, types.TEXT)
+        return staged_value(sql.Identifier("s", column.stage), stage_type, column.type)
 
     def identifiers(self, names: Iterable[str]) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(n) for n in names)
