@@ -183,13 +183,18 @@ class Part:
     dedupe: str = "upload"
 
     def batches(self) -> Iterator[Batch]:
-        """Bounded batches: lists of records, or typed batches (a `pyarrow.RecordBatch`, a
-        `CopyBatch`) that the data layer stages by binary COPY."""
         raise NotImplementedError
 
     def locate(self, index: int) -> str | None:
         """Where record `index` (0-based) of the part is, e.g. "line 57", for error messages."""
         return None
+
+    def typed_batches(self) -> Iterator[Any]:
+        """The batches the data layer stages: `batches()` unless the part can hand typed batches
+        (a `pyarrow.RecordBatch`, a `CopyBatch`), which the data layer stages by binary COPY.
+
+        Every other consumer reads `batches()`, so records stay the contract."""
+        return self.batches()
 
     def before_commit(self, connection: Any) -> None:
         """Runs inside the load transaction after the part's rows are staged (a SQLAlchemy Connection)."""

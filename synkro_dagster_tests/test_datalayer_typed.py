@@ -15,7 +15,9 @@ from synkro_dagster.datalayer.resource import DataLayer, LoadContext, TableTarge
 TABLE = "typed_orders"
 
 
-def target(mode: str = "merge", cursor: str | None = "updated_at", table: str = TABLE) -> TableTarget:
+def target(
+    mode: str = "merge", cursor: str | None = "updated_at", table: str = TABLE
+) -> TableTarget:
     return TableTarget(
         schema="public",
         table=table,
@@ -35,7 +37,7 @@ def records(start: int, count: int, changed: bool = False) -> list[dict]:
         {
             "id": i,
             "big": i * 10_000_000_000,
-            "name": f"name {i}, \"quoted\"\ttab" if i % 7 else None,
+            "name": f'name {i}, "quoted"\ttab' if i % 7 else None,
             "amount": Decimal(f"{i}.{i % 100:02d}") * (-1 if i % 3 == 0 else 1),
             # As the source wrote them: a numeric(38,18) keeps its 18 decimals.
             "precise": Decimal(f"1234567890123456789{i % 10}.1234567890123456{i % 100:02d}"),
@@ -77,7 +79,7 @@ def checksum(engine: sa.Engine, table: str = TABLE) -> tuple[int, str, dict[str,
     with engine.connect() as conn:
         columns = [
             name
-            for name, in conn.execute(
+            for (name,) in conn.execute(
                 sa.text(
                     "select column_name from information_schema.columns where table_name = :t"
                     " and column_name not in ('_synkro_synced_at', '_synkro_run_id')"
@@ -127,3 +129,60 @@ def test_arrow_batches_land_the_same_rows_as_records(layer: DataLayer, engine: s
         precise = conn.execute(sa.text("select precise from via_arrow where id = 1")).scalar()
     assert precise == Decimal("12345678901234567891.123456789012345601")
 
+
+def test_arrow_null_primary_key_names_the_stream_and_record(layer: DataLayer) -> None:
+    batch = pa.RecordBatch.from_pylist([{"id": 1, "v": "a"}, {"id": None, "v": "b"}])
+    with pytest.raises(SourceDataError, match=r"stream 'orders'.*'id'.*'v': 'b'"):
+        layer.load(target(cursor=None), read(batch), context())
+
+
+def test_records_and_arrow_batches_mix_in_one_load_and_widen(
+    layer: DataLayer, engine: sa.Engine
+) -> None:
+    small = pa.RecordBatch.from_pylist(
+        [{"id": 1, "n": 5, "when": "x"}],
+        schema=pa.schema([("id", pa.int32()), ("n", pa.int32()), ("when", pa.string())]),
+    )
+    wide = pa.RecordBatch.from_pylist([{"id": 2, "n": 2**40, "extra": 1.5}])
+    as_records = [{"id": 3, "n": "not a number", "when": "y"}]
+    stats = layer.load(target(cursor=None), read(small, wide, as_records), context())
+    assert stats.rows_inserted == 3
+    with engine.connect() as conn:
+        kinds = dict(
+            conn.execute(
+                sa.text(
+                    "select column_name, data_type from information_schema.columns"
+                    " where table_name = :t"
+                ),
+                {"t": TABLE},
+            ).all()
+        )
+        landed = conn.execute(sa.text(f"select id, n, extra from {TABLE} order by id")).all()
+    assert kinds["n"] == "text" and kinds["extra"] == "numeric"
+    assert landed == [(1, "5", None), (2, str(2**40), Decimal("1.5")), (3, "not a number", None)]
+
+
+def test_arrow_widening_inside_typed_staging(layer: DataLayer, engine: sa.Engine) -> None:
+    first = pa.RecordBatch.from_pylist(
+        [{"id": 1, "n": 5}], schema=pa.schema([("id", pa.int32()), ("n", pa.int32())])
+    )
+    second = pa.RecordBatch.from_pylist([{"id": 2, "n": 2**40}])
+    layer.load(target(cursor=None), read(first, second), context())
+    with engine.connect() as conn:
+        landed = conn.execute(sa.text(f"select id, n from {TABLE} order by id")).all()
+    assert landed == [(1, 5), (2, 2**40)]
+
+
+def test_a_crash_during_an_arrow_load_changes_nothing(layer: DataLayer, engine: sa.Engine) -> None:
+    layer.load(target(), read(arrow(records(1, 10))), context())
+
+    def failing():
+        yield arrow(records(1, 10, changed=True))
+        raise RuntimeError("source went away")
+
+    with pytest.raises(RuntimeError, match="source went away"):
+        layer.load(target(), StreamRead(parts=iter([BatchesPart(failing())])), context(run="run-2"))
+    assert layer.get_cursor("acme", "orders") == "2026-01-01T00:00:10+00:00"
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text(f"select distinct _synkro_run_id from {TABLE}")).all()
+    assert runs == [("run-1",)]

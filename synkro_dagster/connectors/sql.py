@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -34,6 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.sql import sqltypes
 
 from synkro_dagster import jsonnumbers
+from synkro_dagster.connectors import sql_fast
 from synkro_dagster.contracts import (
     Batch,
     BatchesPart,
@@ -66,6 +68,8 @@ DRIVER_PACKAGES = {
 }
 
 Fix = Callable[[Any], Any]
+
+log = logging.getLogger(__name__)
 
 
 class SqlSourceError(RuntimeError):
@@ -313,6 +317,10 @@ class _Plan:
         self.comments: dict[str, str] = {}
         # psycopg only: fetch in PostgreSQL's binary format (every result type is known to load).
         self.binary = False
+        # The typed fast path chosen for this read (sql_fast.py): its prepared arguments.
+        self.copy_columns: list[tuple[str, str]] | None = None
+        self.arrow_query: str | None = None
+        self.arrow_pre_execution: list[str] = []
 
 
 # Built-in PostgreSQL types psycopg loads from the binary format into the same Python values as
@@ -552,7 +560,7 @@ class SqlSession:
             fix = _fix_for(column.type, pg_type)
             if fix is not None:
                 fixes.append((column.name, fix))
-        statement = sa.select(*columns)
+        statement = sa.select(*map(_exact, columns))
         stored = self._initial_cursor(stream, cursor)
         if stream.cursor is not None:
             cursor_column = table.c[stream.cursor.field]
@@ -643,14 +651,20 @@ class SqlSession:
                     assert isinstance(plan.statement, sa.Select)
                     probe = conn.execute(plan.statement.where(sa.false()))
                     plan.binary = _binary_safe(probe.cursor.description or [])
+                    # A text form (uuid) is what the merge's cast gives too; other fixes are not.
+                    text_fixes = all(_FIX_KINDS.get(fix) == "str" for _, fix in plan.fixes)
+                    if self._connector.fast_paths and plan.binary and text_fixes:
+                        plan.copy_columns = sql_fast.pg_copy_columns(probe.cursor.description)
                     probe.close()
+                elif self._connector.fast_paths:
+                    self._plan_arrow(conn, stream, plan)
         except SqlSourceError:
             raise
         except sa.exc.SQLAlchemyError as exc:
             what = "cannot read the table" if options.table else "the query failed"
             raise self._error(stream, f"{what}: {self._describe_db_error(exc)}") from None
         stats = ReadStats()
-        part = BatchesPart(self._batches(stream, plan, batch_size, stats), name=stream.name)
+        part = _SqlPart(self, stream, plan, batch_size, stats)
         return StreamRead(
             parts=iter([part]),
             stats=stats,
@@ -658,6 +672,100 @@ class SqlSession:
             not_null=frozenset(plan.not_null),
             column_comments=dict(plan.comments),
         )
+
+    def _plan_arrow(self, conn: sa.Connection, stream: StreamSpec, plan: _Plan) -> None:
+        """Prepare the connectorx read of a MySQL/MariaDB stream (sql_fast.py), if possible."""
+        if self._url.get_backend_name() not in ("mysql", "mariadb"):
+            return
+        if not sql_fast.connectorx_available():
+            return
+        assert isinstance(plan.statement, sa.Select)
+        kinds = {name: _FIX_KINDS.get(fix, "") for name, fix in plan.fixes}
+        statement = sql_fast.mysql_fast_statement(
+            plan.statement,
+            plan.column_types,
+            kinds,
+            stream.cursor.field if stream.cursor else None,
+        )
+        compiled = statement.compile(
+            dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan.arrow_query = str(compiled)
+        timeout_s = self._connector.statement_timeout_seconds
+        version = str(conn.execute(sa.text("select version()")).scalar())
+        if timeout_s:
+            if "mariadb" in version.lower():
+                plan.arrow_pre_execution.append(
+                    f"set session max_statement_time = {float(timeout_s)}"
+                )
+            else:
+                plan.arrow_pre_execution.append(
+                    f"set session max_execution_time = {int(timeout_s * 1000)}"
+                )
+        if self._connector.read_only:
+            plan.arrow_pre_execution.append("set session transaction read only")
+
+    def _fast_batches(
+        self, stream: StreamSpec, plan: _Plan, batch_size: int, stats: ReadStats
+    ) -> Iterator[Any] | None:
+        """Typed batches for the fast paths (sql_fast.py), or None for the records path."""
+
+        def counted(rows: int) -> None:
+            stats.pages += 1
+            stats.records += rows
+
+        def translated(exc: BaseException) -> BaseException | None:
+            if isinstance(exc, sa.exc.SQLAlchemyError):
+                return self._error(stream, f"reading rows failed: {self._describe_db_error(exc)}")
+            if _is_driver_error(exc):
+                return self._error(stream, f"reading rows failed: {str(exc).strip()[:2000]}")
+            return None
+
+        if plan.copy_columns is not None:
+            assert isinstance(plan.statement, sa.Select)
+            return sql_fast.pg_copy_batches(
+                self.engine.connect, plan.statement, plan.copy_columns, counted, translated
+            )
+        if plan.arrow_query is not None:
+            url = self._url.set(drivername="mysql").render_as_string(hide_password=False)
+            try:
+                batches = sql_fast.connectorx_batches(
+                    url, plan.arrow_query, batch_size, plan.arrow_pre_execution, counted
+                )
+                first = next(batches, None)
+            except Exception as exc:
+                # connectorx could not start (an auth plugin, a type it does not map): the records
+                # path reads the same rows.
+                log.warning(
+                    "%s", self._error(stream, f"fast read unavailable, reading records: {exc}")
+                )
+                return None
+            return self._hex_binary(stream, first, batches)
+        return None
+
+    def _hex_binary(self, stream: StreamSpec, first: Any, batches: Iterator[Any]) -> Iterator[Any]:
+        # Binary values land as lowercase hex text, as the records path lands them.
+        import pyarrow as pa
+
+        try:
+            batch = first
+            while batch is not None:
+                for position, field in enumerate(batch.schema):
+                    if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+                        hexed = pa.array(
+                            [
+                                None if v is None else v.hex()
+                                for v in batch.column(position).to_pylist()
+                            ],
+                            pa.large_string(),
+                        )
+                        batch = batch.set_column(position, field.name, hexed)
+                yield batch
+                batch = next(batches, None)
+        except Exception as exc:
+            if isinstance(exc, SqlSourceError):
+                raise
+            raise self._error(stream, f"reading rows failed: {str(exc).strip()[:2000]}") from None
 
     def _batches(
         self, stream: StreamSpec, plan: _Plan, batch_size: int, stats: ReadStats
@@ -759,6 +867,40 @@ def _same_endpoint(a: URL, b: URL) -> bool:
     )
 
 
+class _SqlPart(BatchesPart):
+    """The stream as one part: records from `batches()`, typed batches for the data layer."""
+
+    def __init__(
+        self,
+        session: SqlSession,
+        stream: StreamSpec,
+        plan: _Plan,
+        batch_size: int,
+        stats: ReadStats,
+    ) -> None:
+        super().__init__(iter(()), name=stream.name)
+        self._args = (stream, plan, batch_size, stats)
+        self._session = session
+
+    def batches(self) -> Iterator[Batch]:
+        return self._session._batches(*self._args)
+
+    def typed_batches(self) -> Iterator[Any]:
+        fast = self._session._fast_batches(*self._args)
+        return fast if fast is not None else self.batches()
+
+
+def _exact(column: sa.Column[Any]) -> Any:
+    # MySQL's DOUBLE/FLOAT reflect as Float(asdecimal=True), whose result processor rounds every
+    # value to 10 decimals; the driver's own float is the stored value.
+    if isinstance(column.type, sa.Float) and column.type.asdecimal:
+        return sa.type_coerce(column, sa.Float(asdecimal=False)).label(column.name)
+    return column
+
+
+_FIX_KINDS: dict[Fix, str] = {_hex: "hex", _to_str: "str", _to_bool: "bool"}
+
+
 def _is_driver_error(exc: BaseException) -> bool:
     # DB-API errors raised outside SQLAlchemy (the psycopg binary path) all derive from the
     # module's Error class; their type lives in the driver package.
@@ -791,6 +933,12 @@ class SqlConnector(dg.ConfigurableResource):
         default=False,
         description="allow sources that are the data-layer database itself (every spec); a spec "
         "can allow it for itself with sql.allow_datalayer_database",
+    )
+    fast_paths: bool = Field(
+        default=True,
+        description="read PostgreSQL sources by binary COPY pass-through and MySQL/MariaDB sources "
+        "by connectorx into Arrow batches where no value needs converting (sql_fast.py); off: "
+        "every source is read as Python records",
     )
     read_only: bool = Field(
         default=True,

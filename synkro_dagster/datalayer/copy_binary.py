@@ -18,12 +18,12 @@ records, so every path lands the same table.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from synkro_dagster import jsonnumbers
 from synkro_dagster.contracts import CopyBatch, SourceDataError
 from synkro_dagster.datalayer import schema as types
 
@@ -70,7 +70,7 @@ def staged_value(expression: sql.Composable, stage_type: str, target_type: str) 
 def _json_text(value: Any) -> Any:
     if value is None:
         return None
-    return json.dumps(value, default=str, ensure_ascii=False)
+    return jsonnumbers.dumps(value)
 
 
 def _str_text(value: Any) -> Any:

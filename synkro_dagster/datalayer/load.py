@@ -507,7 +507,7 @@ class _Load(TypedStaging):
     def stage_part(self, part: Part) -> int:
         self.stager.start_part()
         rows = 0
-        for batch in part.batches():
+        for batch in part.typed_batches():
             if isinstance(batch, CopyBatch):
                 rows += self.stage_copy(part, batch)
                 continue
