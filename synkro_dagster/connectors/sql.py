@@ -733,11 +733,15 @@ class SqlSession:
                     url, plan.arrow_query, batch_size, plan.arrow_pre_execution, counted
                 )
                 first = next(batches, None)
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # connectorx reports with a Rust panic (BaseException)
                 # connectorx could not start (an auth plugin, a type it does not map): the records
                 # path reads the same rows.
+                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0][:500]
                 log.warning(
-                    "%s", self._error(stream, f"fast read unavailable, reading records: {exc}")
+                    "%s",
+                    self._error(stream, f"fast read unavailable, reading records: {first_line}"),
                 )
                 return None
             return self._hex_binary(stream, first, batches)
@@ -762,10 +766,11 @@ class SqlSession:
                         batch = batch.set_column(position, field.name, hexed)
                 yield batch
                 batch = next(batches, None)
-        except Exception as exc:
-            if isinstance(exc, SqlSourceError):
-                raise
-            raise self._error(stream, f"reading rows failed: {str(exc).strip()[:2000]}") from None
+        except (KeyboardInterrupt, SystemExit, GeneratorExit, SqlSourceError):
+            raise
+        except BaseException as exc:  # connectorx reports with a Rust panic (BaseException)
+            message = (str(exc).strip().splitlines() or [repr(exc)])[0][:2000]
+            raise self._error(stream, f"reading rows failed: {message}") from None
 
     def _batches(
         self, stream: StreamSpec, plan: _Plan, batch_size: int, stats: ReadStats

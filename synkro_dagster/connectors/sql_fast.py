@@ -102,7 +102,8 @@ def mysql_fast_statement(
     for column in inner.c:
         # Binary values are turned into hex from the Arrow batch (a query's text column may hold
         # them too, which SQL cannot tell apart here).
-        if fixes.get(column.name) == "str" or column_types.get(column.name) == "numeric":
+        declared = column_types.get(column.name) or ""
+        if fixes.get(column.name) == "str" or declared.startswith(("numeric", "decimal")):
             value = sa.cast(column, sa.CHAR)
         else:
             selected.append(column)
