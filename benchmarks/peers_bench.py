@@ -36,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, scratch_database  # noqa: E402
 
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/"
 SOURCE_DB = "synkro_bench_peers"
@@ -182,7 +181,9 @@ def child_dlt(rows: int, dest: str, table: str, backend: str) -> dict:
     from dlt.sources.sql_database import sql_database
 
     url = sa.make_url(dest)
-    credentials = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    # dlt insists on a password; the local server trusts its loopback connections and ignores it.
+    credentials = url.set(drivername="postgresql", password=url.password or "unused")
+    credentials = credentials.render_as_string(hide_password=False)
     pipeline = dlt.pipeline(
         pipeline_name=f"peers_{table}",
         destination=dlt.destinations.postgres(credentials=credentials),
@@ -254,6 +255,9 @@ def main() -> None:
             raise SystemExit(f"unknown method {method}")
         print(json.dumps(result))
         return
+
+    # Only the parent imports Synkro's helpers: the peers' children run in their own environment.
+    from benchmarks.common import machine, scratch_database
 
     prepare_source(args.rows)
     if args.pandas_rows > args.rows:
