@@ -15,6 +15,7 @@ started, the tests skip and say why. An engine it starts itself it stops again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -126,7 +127,27 @@ def engine(tmp_path_factory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def images(engine, tmp_path_factory) -> dict[str, str]:
+def engine_lock(engine) -> Iterator[None]:
+    """One stack test per engine at a time: the stack's network, volumes and helper containers
+    have fixed names, and each run begins by removing what a previous one left."""
+    with open("/tmp/synkro-stacktest.lock", "w") as lock:
+        deadline = time.monotonic() + 1800
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail("another stack test held the engine for 30 minutes")
+                time.sleep(5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def images(engine_lock, tmp_path_factory) -> dict[str, str]:
     """The three Debian-made bases (cached on this machine) and the project image built on the
     Python one, with pip installing from a wheelhouse built here: no registry, no index."""
     started = time.monotonic()
@@ -291,8 +312,16 @@ def _env_file(example: Path, values: dict[str, str]) -> str:
 
 def _remove_helpers_and_run_containers(helpers: dict[str, str]) -> None:
     names = list(helpers.values())
+    # Only the run containers of this test's image: other Dagster deployments on the engine stay.
     runs = _run(
-        "docker", "ps", "-aq", "--filter", "label=dagster/run_id", check=False
+        "docker",
+        "ps",
+        "-aq",
+        "--filter",
+        "label=dagster/run_id",
+        "--filter",
+        f"ancestor={IMAGE}",
+        check=False,
     ).stdout.split()
     if names or runs:
         _run("docker", "rm", "-f", *names, *runs, check=False)
