@@ -15,7 +15,12 @@ import sqlalchemy as sa
 from synkro_dagster.assets.checks import FILES_REJECTED
 from synkro_dagster.assets.factory import build_spec_assets, partitions_def_for
 from synkro_dagster.automation import build_automation
-from synkro_dagster.automation.rejected_files_alert import build_rejected_files_alert_sensor
+from synkro_dagster.automation.rejected_files_alert import (
+    RejectedFile,
+    RejectedFilesAlert,
+    build_rejected_files_alert_sensor,
+    rejection_payload,
+)
 from synkro_dagster.connectors.files import FileDropConnector
 from synkro_dagster.datalayer.resource import DataLayer
 from synkro_dagster.integrations.registry import IntegrationRegistry
@@ -141,24 +146,28 @@ def test_a_clean_sync_passes_the_check_and_sends_nothing(
     assert receiver.bodies == []
 
 
-def test_slack_text_names_the_files(
-    engine: sa.Engine, database_url: str, tmp_path: Path, receiver: Receiver, monkeypatch
-) -> None:
-    monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
-    monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_FORMAT", "slack")
-    add_integration(engine, "acme-1c", spec="onec", tenant="acme", secrets={"password": TOKEN})
-    sensor = build_rejected_files_alert_sensor(lambda: IntegrationRegistry(engine))
-    _drop_exports(tmp_path / "acme-1c")
-    with dg.instance_for_test() as instance:
-        cursor = _tick(sensor, instance, None)
-        _sync(instance, database_url, tmp_path)
-        _tick(sensor, instance, cursor)
-    text = receiver.bodies[0]["text"]
-    assert text.startswith("Synkro rejected 2 file(s): onec / acme-1c (tenant acme)")
-    assert (
-        "nomenclature: nomenclature_2026-11-03.csv: nomenclature_2026-11-03.csv: the file" in text
+def test_slack_and_telegram_texts_name_the_files() -> None:
+    alert = RejectedFilesAlert(
+        spec="onec",
+        integration="acme-1c",
+        tenant="acme",
+        job="sync_onec",
+        run_id="r-1",
+        files_rejected=3,
+        files=[RejectedFile("sales", "sales_1.csv", "sales_1.csv: the file is empty")],
+        url="http://ui/runs/r-1",
     )
-    assert TOKEN not in text
+    text = rejection_payload(alert, "slack")["text"]
+    assert text.splitlines() == [
+        "Synkro rejected 3 file(s): onec / acme-1c (tenant acme)",
+        "Run r-1 of sync_onec: the files are in the inbox's quarantine/ folder",
+        "sales: sales_1.csv: sales_1.csv: the file is empty",
+        "... and 2 more",
+        "http://ui/runs/r-1",
+    ]
+    assert rejection_payload(alert, "telegram", "42")["chat_id"] == "42"
+    with pytest.raises(ValueError, match="TELEGRAM_CHAT_ID"):
+        rejection_payload(alert, "telegram")
 
 
 def test_the_alert_sensor_comes_with_files_specs_only() -> None:
