@@ -51,6 +51,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # Migrations ship with the image; `synkro db migrate` reads them from here.
 COPY supabase/migrations /app/supabase/migrations
 COPY --chmod=0755 deploy/entrypoint.sh /app/deploy/entrypoint.sh
+COPY deploy/daemon_health.py /app/deploy/daemon_health.py
 
 # A fixed non-root user, uid/gid 10001 (the host's inbox folder is owned by that id). The folders
 # that volumes are mounted on exist and belong to it, so a fresh Docker volume gets that owner.

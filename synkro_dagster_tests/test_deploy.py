@@ -428,6 +428,44 @@ def test_production_instance_keeps_runs_in_postgresql(production_instance, dagst
     assert events > 0
 
 
+def test_daemon_health_check_reads_dagsters_heartbeats(production_instance, dagster_storage_db):
+    """deploy/daemon_health.py (the daemon's compose health check) against heartbeats Dagster
+    itself wrote to the production storage: none yet, a fresh one, a stale one."""
+    from dagster._daemon.types import DaemonHeartbeat
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PG_")},
+        **{k: v for k, v in dagster_storage_db.items() if k.startswith("DAGSTER_PG_")},
+    }
+
+    def check(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "deploy" / "daemon_health.py")],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    production_instance.wipe_daemon_heartbeats()
+    result = check()
+    assert result.returncode == 1 and "no heartbeat yet" in result.stderr
+
+    production_instance.add_daemon_heartbeat(
+        DaemonHeartbeat(time.time() - 120, "SENSOR", "daemon-1", errors=[])
+    )
+    result = check()
+    assert result.returncode == 0, result.stderr
+    assert "daemon live" in result.stdout
+    # Older than the tolerance (Dagster's variable): unhealthy.
+    result = check(DAGSTER_DAEMON_HEARTBEAT_TOLERANCE="60")
+    assert result.returncode == 1 and "tolerance 60 s" in result.stderr
+    # A storage it cannot read fails the check, naming neither the URL nor the password.
+    result = check(DAGSTER_PG_DB="no_such_database_5d1", DAGSTER_PG_PASSWORD="pw-5d1")
+    assert result.returncode == 1 and "cannot read heartbeats" in result.stderr
+    assert "pw-5d1" not in result.stderr + result.stdout
+
+
 def test_run_queue_limits_one_run_per_integration_and_caps_each_spec(
     production_instance, instance_yaml
 ):
