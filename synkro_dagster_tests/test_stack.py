@@ -423,6 +423,10 @@ def stack(images: dict[str, str], tmp_path_factory) -> Iterator[Stack]:
         print(result.logs())
         raise
     finally:
+        # Every service's whole log, kept for a failure's post-mortem (the volumes go below).
+        logs = result.compose("logs", "--no-color", "--timestamps", check=False, timeout=120)
+        (project / "compose.log").write_text(logs.stdout + logs.stderr)
+        print(f"stack: compose logs in {project / 'compose.log'}")
         _remove_helpers_and_run_containers(helpers)
         result.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
 
