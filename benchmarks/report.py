@@ -38,7 +38,7 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | HTTP → PostgreSQL through `dg.materialize`: 100k records | (reported) | 20,000 records/s end to end, run overhead included | |
 | HTTP → PostgreSQL through `dg.materialize`: peak RSS 100k ÷ 10k records | flat | 1.01× | met |
 | SQL (PostgreSQL source) → PostgreSQL ÷ bare `COPY TO STDOUT` → `COPY FROM STDIN` pipe | ≥ 0.4× | 0.46× with the binary COPY pass-through (200k rows, load average 17–19); was 0.15× (1M rows, quiet) | met |
-| SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 200k rows × 10 columns, medians of interleaved rounds, load average ~20); records path was 0.12× | met |
+| SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 200k rows × 10 columns, medians of 2 interleaved rounds, load average 32–46); before: 0.12× (records) | met |
 | SQL (MariaDB source) → PostgreSQL ÷ dlt `sql_database(backend="pyarrow")` | ≥ 2× | 5.25× (same run) | met |
 | SQL: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
 | files: 1M-row CSV through the file engine ÷ bare COPY of the file | ≥ 0.4× | 0.17× quiet (0.15× under load) | **missed** |
