@@ -11,6 +11,8 @@ import dagster as dg
 
 from synkro_dagster.assets.factory import (
     DATALAYER_RESOURCE,
+    build_report_assets,
+    build_report_jobs,
     build_spec_assets,
     build_spec_job,
     connector_resource_key,
@@ -46,9 +48,11 @@ def build_definitions(specs: dict[str, SourceSpec]) -> dg.Definitions:
 
     schedules, sensors = build_automation(specs)
     return dg.Definitions(
-        assets=[build_spec_assets(spec) for spec in specs.values()],
+        assets=[build_spec_assets(spec) for spec in specs.values()]
+        + [report for spec in specs.values() for report in build_report_assets(spec)],
         asset_checks=[build_freshness_checks(spec) for spec in specs.values()],
-        jobs=[build_spec_job(spec) for spec in specs.values()],
+        jobs=[build_spec_job(spec) for spec in specs.values()]
+        + [job for spec in specs.values() for job in build_report_jobs(spec)],
         schedules=schedules,
         sensors=sensors,
         resources=_resources(),

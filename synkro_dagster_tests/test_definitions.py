@@ -19,6 +19,18 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _partitions_name(partitions: dg.PartitionsDefinition | None) -> str | None:
+    if partitions is None:
+        return None
+    if isinstance(partitions, dg.MultiPartitionsDefinition):
+        # Report streams: period x integration.
+        return " x ".join(
+            f"{d.name}:{getattr(d.partitions_def, 'name', None) or type(d.partitions_def).__name__}"
+            for d in partitions.partitions_defs
+        )
+    return partitions.name
+
+
 def _asset_snapshot(defs: dg.Definitions) -> dict:
     graph = defs.resolve_asset_graph()
     snapshot = {}
@@ -27,7 +39,7 @@ def _asset_snapshot(defs: dg.Definitions) -> dict:
         snapshot[key.to_user_string()] = {
             "group": node.group_name,
             "kinds": sorted(node.kinds),
-            "partitions": node.partitions_def.name if node.partitions_def else None,
+            "partitions": _partitions_name(node.partitions_def),
             "checks": sorted(c.name for c in node.check_keys),
             "table": node.metadata.get("synkro/table"),
             "primary_key": node.metadata.get("synkro/primary_key"),
@@ -58,7 +70,14 @@ def test_each_spec_has_a_partitioned_job_and_subsettable_assets() -> None:
         assert job.partitions_def.name == f"{name}__integrations"
         assets = defs.resolve_assets_def(dg.AssetKey([name, spec.streams[0].name]))
         assert assets.can_subset
-        assert {dg.AssetKey([name, s.name]) for s in spec.streams} == set(assets.keys)
+        assert {dg.AssetKey([name, s.name]) for s in spec.integration_streams} == set(assets.keys)
+        # Report streams: their own asset and job, partitioned by period x integration.
+        for stream in spec.partitioned_streams:
+            job = defs.resolve_job_def(f"sync_{name}__{stream.name}")
+            assert isinstance(job.partitions_def, dg.MultiPartitionsDefinition)
+            assert defs.resolve_assets_def(dg.AssetKey([name, stream.name])).partitions_def == (
+                job.partitions_def
+            )
 
 
 def test_definitions_load_touches_no_database_and_no_network(monkeypatch, tmp_path) -> None:

@@ -25,6 +25,7 @@ def test_shipped_specs_load() -> None:
         "order_lines",
         "order_items",
         "price_history",
+        "daily_sales",
     ]
     assert [s.name for s in specs["crm"].streams] == ["contacts", "deals", "companies"]
     shop = specs["shop"]

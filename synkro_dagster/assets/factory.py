@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 from typing import Any
 
 import dagster as dg
@@ -121,13 +122,106 @@ def tag_run(context: Any, integration: Integration) -> None:
         context.instance.add_run_tags(context.run.run_id, missing)
 
 
+DATE_DIMENSION = "date"
+INTEGRATION_DIMENSION = "integration"
+
+
+def report_partitions_def_for(source: SourceSpec, stream: StreamSpec) -> dg.PartitionsDefinition:
+    """A report stream's partitions: period (daily/weekly/monthly) x integration (dynamic)."""
+    start = (stream.partition_start or date(2000, 1, 1)).isoformat()
+    period: dg.PartitionsDefinition
+    if stream.partitioned_by == "weekly":
+        period = dg.WeeklyPartitionsDefinition(start_date=start, day_offset=1)  # Monday weeks
+    elif stream.partitioned_by == "monthly":
+        period = dg.MonthlyPartitionsDefinition(start_date=start)
+    else:
+        period = dg.DailyPartitionsDefinition(start_date=start)
+    return dg.MultiPartitionsDefinition(
+        {DATE_DIMENSION: period, INTEGRATION_DIMENSION: partitions_def_for(source.name)}
+    )
+
+
+def report_job_name_for(spec_name: str, stream_name: str) -> str:
+    return f"sync_{spec_name}__{stream_name}"
+
+
+def report_partition_key(period: str, integration_id: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({DATE_DIMENSION: period, INTEGRATION_DIMENSION: integration_id})
+
+
+def _split_partition_key(key: str | dg.MultiPartitionKey) -> tuple[str, str | None]:
+    """(integration id, period or None) of a run's partition key."""
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return dims[INTEGRATION_DIMENSION], dims[DATE_DIMENSION]
+    return key, None
+
+
 def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
     """One multi-asset for the spec: a run syncs the selected streams of one integration."""
+    return _build_assets(
+        source,
+        source.integration_streams,
+        partitions_def_for(source.name),
+        f"{source.name}_streams",
+    )
+
+
+def build_report_assets(source: SourceSpec) -> list[dg.AssetsDefinition]:
+    """One asset per partitioned (report) stream: a run loads one period of one integration."""
+    return [
+        _build_assets(
+            source,
+            [stream],
+            report_partitions_def_for(source, stream),
+            f"{source.name}_{stream.name}_report",
+        )
+        for stream in source.partitioned_streams
+    ]
+
+
+def build_report_jobs(source: SourceSpec) -> list[dg.UnresolvedAssetJobDefinition]:
+    jobs = []
+    for stream in source.partitioned_streams:
+        key = asset_key_for(source, stream)
+        partitions = report_partitions_def_for(source, stream)
+
+        def tags(key_text: str, spec_name: str = source.name) -> dict[str, str]:
+            integration_id = key_text.split("|")[-1]
+            return run_tags(integration_id, spec_name)
+
+        jobs.append(
+            dg.define_asset_job(
+                name=report_job_name_for(source.name, stream.name),
+                selection=dg.AssetSelection.assets(key).without_checks()
+                | dg.AssetSelection.checks(
+                    *(dg.AssetCheckKey(key, n) for n in sync_checks(source.engine))
+                ),
+                executor_def=dg.in_process_executor,
+                config=dg.PartitionedConfig(
+                    partitions_def=partitions,
+                    run_config_for_partition_key_fn=lambda _key: {},
+                    tags_for_partition_key_fn=tags,
+                ),
+                partitions_def=partitions,
+                tags={SPEC_TAG: source.name},
+                description=f"Load one {stream.partitioned_by} period of report stream "
+                f"'{stream.name}' (spec '{source.name}') for one integration.",
+            )
+        )
+    return jobs
+
+
+def _build_assets(
+    source: SourceSpec,
+    stream_list: list[StreamSpec],
+    partitions: dg.PartitionsDefinition,
+    name: str,
+) -> dg.AssetsDefinition:
     from synkro_dagster.datalayer.resource import LoadContext, TableTarget
     from synkro_dagster.integrations.registry import IntegrationRegistry
 
-    partitions = partitions_def_for(source.name)
-    streams = {asset_key_for(source, s): s for s in source.streams}
+    streams = {asset_key_for(source, s): s for s in stream_list}
     check_specs = [
         spec
         for key, stream in streams.items()
@@ -136,8 +230,8 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
     connector_key = connector_resource_key(source.engine)
 
     @dg.multi_asset(
-        name=f"{source.name}_streams",
-        specs=[_asset_spec(source, s, partitions) for s in source.streams],
+        name=name,
+        specs=[_asset_spec(source, s, partitions) for s in stream_list],
         check_specs=check_specs,
         can_subset=True,
         partitions_def=partitions,
@@ -150,7 +244,8 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
         datalayer = getattr(context.resources, DATALAYER_RESOURCE)
         connector = getattr(context.resources, connector_key)
         registry = IntegrationRegistry(datalayer.get_engine())
-        integration = load_integration(registry, source, context.partition_key)
+        integration_id, period = _split_partition_key(context.partition_key)
+        integration = load_integration(registry, source, integration_id)
         tag_run(context, integration)
         full_refresh = is_full_refresh(context.run.tags)
         selected_checks = context.selected_asset_check_keys
@@ -165,7 +260,11 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                     cursor = (
                         None if full_refresh else datalayer.get_cursor(integration.id, stream.name)
                     )
-                    read: StreamRead = read_stream(session, source, stream, integration, cursor)
+                    if period is not None:
+                        cursor = None  # a period is read whole, whatever was loaded before
+                    read: StreamRead = read_stream(
+                        session, source, stream, integration, cursor, partition=period
+                    )
                     stats = datalayer.load(
                         TableTarget.for_stream(source, stream),
                         read,
@@ -179,6 +278,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                                 source, stream, cursor, full_refresh
                             ),
                             allow_mass_delete=allows_mass_delete(context.run.tags),
+                            partition=period,
                         ),
                     )
                 except Exception as exc:  # noqa: BLE001 - one stream's failure must not hide the others
@@ -199,6 +299,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
                         "full_refresh": full_refresh,
                         "integration": integration.id,
                         "tenant": integration.tenant,
+                        **({"period": period} if period is not None else {}),
                         "step_seconds": round(time.monotonic() - started, 3),
                     }
                 )
@@ -240,7 +341,7 @@ def build_spec_assets(source: SourceSpec) -> dg.AssetsDefinition:
 
 
 def build_spec_job(source: SourceSpec) -> dg.UnresolvedAssetJobDefinition:
-    keys = [asset_key_for(source, stream) for stream in source.streams]
+    keys = [asset_key_for(source, stream) for stream in source.integration_streams]
     return dg.define_asset_job(
         name=job_name_for(source.name),
         # The streams and the checks their sync evaluates; other checks on these assets (the

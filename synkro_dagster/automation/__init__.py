@@ -4,6 +4,7 @@
 
 - `integrations_registry_sensor` — each spec's dynamic partitions = its registry ids;
 - `<spec>_integration_schedules` — one per spec: runs for integrations whose own cron is due;
+- `<spec>_<stream>_report_schedules` — one per report stream: the latest closed period, same crons;
 - `run_failure_alert` — failed runs → SYNKRO_ALERT_WEBHOOK_URL;
 - `freshness_against_schedules` — the streams' `fresh_against_schedule` check results;
 - `<spec>_file_drop` — one per `files` spec: new complete inbox files start a run;
@@ -26,11 +27,17 @@ def build_automation(
     from synkro_dagster.automation.alerts import build_failure_alert_sensor
     from synkro_dagster.automation.freshness import build_freshness_sensor
     from synkro_dagster.automation.registry_sensor import build_registry_sensor
+    from synkro_dagster.automation.report_scheduling import build_report_scheduling_sensor
     from synkro_dagster.automation.scheduling import build_scheduling_sensor
 
     sensors: list[dg.SensorDefinition] = [
         build_registry_sensor(specs),
         *(build_scheduling_sensor(name) for name in sorted(specs)),
+        *(
+            build_report_scheduling_sensor(spec, stream)
+            for _, spec in sorted(specs.items())
+            for stream in spec.partitioned_streams
+        ),
         build_failure_alert_sensor(),
     ]
     if specs:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import click
@@ -289,6 +290,26 @@ def _ensure_partitions(spec: str, ids: Sequence[str]) -> list[str]:
     default=None,
     help="workspace.yaml to load the code location from (e.g. the gRPC server) instead of -m.",
 )
+@click.option(
+    "--from",
+    "date_from",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Report streams: first day to load (YYYY-MM-DD); with --to.",
+)
+@click.option(
+    "--to",
+    "date_to",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Report streams: last day to load (YYYY-MM-DD), inclusive.",
+)
+@click.option(
+    "--stream",
+    "streams",
+    multiple=True,
+    help="Report streams: only this partitioned stream (repeatable; default all of SPEC's).",
+)
 @click.option("-l", "--location", default=None, help="Code location name in the workspace.")
 @click.option(
     "--dry-run", is_flag=True, help="Print the selection and the command; submit nothing."
@@ -318,6 +339,9 @@ def backfill(
     dry_run: bool,
     wait: bool,
     timeout: float,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    streams: tuple[str, ...] = (),
 ) -> None:
     """Backfill SPEC's integrations through Dagster (recorded on the UI's Runs → Backfills page).
 
@@ -344,12 +368,27 @@ def backfill(
     tags = {FULL_REFRESH_TAG: "true"} if full_refresh else {}
     if allow_mass_delete:
         tags[ALLOW_MASS_DELETE_TAG] = "true"
-    args = dagster_backfill_args(job_name_for(spec), ids, tags, module, workspace, location)
+    if (date_from is None) != (date_to is None):
+        raise click.UsageError("give both --from and --to (a range of days)")
+    if date_from is not None and date_to is not None:
+        commands = report_backfills(
+            spec, ids, date_from.date(), date_to.date(), streams, tags, module, workspace, location
+        )
+    else:
+        if streams:
+            raise click.UsageError("--stream goes with --from/--to (report streams)")
+        args = dagster_backfill_args(job_name_for(spec), ids, tags, module, workspace, location)
+        commands = [args]
     click.echo(f"backfilling {len(ids)} integration(s) of '{spec}': {', '.join(ids)}")
     if dry_run:
-        click.echo(shell_command(args))
+        for args in commands:
+            click.echo(shell_command(args))
         click.echo(f"backfills appear at {ui_url()}/runs/backfills")
         return
+    if len(commands) > 1 or date_from is not None:
+        _submit_all(spec, ids, commands)
+        return
+    args = commands[0]
     if not os.environ.get("DAGSTER_HOME"):
         raise click.UsageError(
             "DAGSTER_HOME is not set: point it at the instance the Dagster daemon uses "
@@ -391,3 +430,88 @@ def backfill(
             f"see {ui_url()}/runs/b/{backfill_id}"
         )
     click.echo(f"backfill {backfill_id}: all {len(rows)} run(s) succeeded")
+
+
+def report_backfills(
+    spec_name: str,
+    ids: Sequence[str],
+    first: date,
+    last: date,
+    streams: Sequence[str],
+    tags: dict[str, str],
+    module: str | None,
+    workspace: str | None,
+    location: str | None,
+) -> list[list[str]]:
+    """One `dagster job backfill` per report stream, over its periods in [first, last] x ids."""
+    from synkro_dagster.assets.factory import (
+        DATE_DIMENSION,
+        report_job_name_for,
+        report_partition_key,
+        report_partitions_def_for,
+    )
+    from synkro_dagster.specs import load_specs
+
+    if last < first:
+        raise click.UsageError(f"--to {last} is before --from {first}")
+    source = load_specs().get(spec_name)
+    if source is None:
+        raise click.UsageError(f"no spec '{spec_name}'")
+    reports = source.partitioned_streams
+    unknown = sorted(set(streams) - {s.name for s in reports})
+    if unknown or not reports:
+        names = ", ".join(s.name for s in reports) or "none"
+        raise click.UsageError(
+            f"spec '{spec_name}' has no partitioned stream {', '.join(unknown)} "
+            f"(its report streams: {names})"
+            if unknown
+            else f"spec '{spec_name}' has no partitioned (report) stream; --from/--to are for those"
+        )
+    commands = []
+    for stream in reports:
+        if streams and stream.name not in streams:
+            continue
+        dims = {
+            d.name: d.partitions_def
+            for d in report_partitions_def_for(source, stream).partitions_defs
+        }
+        periods = [
+            key
+            for key in dims[DATE_DIMENSION].get_partition_keys()
+            if first.isoformat() <= key <= last.isoformat()
+        ]
+        if not periods:
+            raise click.UsageError(
+                f"stream '{stream.name}': no closed {stream.partitioned_by} period between "
+                f"{first} and {last} (partitions start {stream.partition_start})"
+            )
+        keys = [str(report_partition_key(p, i)) for p in periods for i in ids]
+        commands.append(
+            dagster_backfill_args(
+                report_job_name_for(spec_name, stream.name), keys, tags, module, workspace, location
+            )
+        )
+    return commands
+
+
+def _submit_all(spec: str, ids: Sequence[str], commands: list[list[str]]) -> None:
+    from synkro_dagster.automation.settings import ui_url
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise click.UsageError(
+            "DAGSTER_HOME is not set: point it at the instance the Dagster daemon uses, "
+            "so the backfill's runs are queued where the daemon launches them"
+        )
+    added = _ensure_partitions(spec, ids)
+    if added:
+        click.echo(f"added partition(s) not yet synced from the registry: {', '.join(added)}")
+    for args in commands:
+        result = subprocess.run(args, capture_output=True, text=True, check=False)
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode != 0:
+            raise click.ClickException(f"dagster job backfill failed:\n{output}")
+        match = _LAUNCHED.search(output)
+        if not match:
+            raise click.ClickException(f"dagster job backfill did not report a backfill:\n{output}")
+        click.echo(f"backfill {match.group(1)} submitted ({args[args.index('-j') + 1]})")
+        click.echo(f"follow it at {ui_url()}/runs/b/{match.group(1)}")

@@ -954,7 +954,9 @@ class HttpSession:
 
     # -- reading a stream
 
-    def read(self, stream: StreamSpec, cursor: str | None) -> StreamRead:
+    def read(
+        self, stream: StreamSpec, cursor: str | None, values: Mapping[str, Any] | None = None
+    ) -> StreamRead:
         """Read `stream` from `cursor` (None: cursor.initial, or everything). Lazy: nothing is
         fetched until the part's batches are iterated."""
         if stream.http is None:
@@ -967,7 +969,8 @@ class HttpSession:
                 f"'{stream.parent}': read it with synkro_dagster.connectors.streams.read_stream"
             )
         stats = ReadStats()
-        pages = self._pages(stream, stream.http, cursor, stats)
+        # `values` fill the path and params placeholders beyond config (a report's period).
+        pages = self._pages(stream, stream.http, cursor, stats, parent=values)
         return StreamRead(parts=iter([BatchesPart(pages, name=stream.name)]), stats=stats)
 
     def read_children(

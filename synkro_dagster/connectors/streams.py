@@ -11,6 +11,7 @@ child's cursor, so the data layer advances it exactly as for any stream.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
 from synkro_dagster.connectors.columns import ColumnShaper, shape_read
@@ -25,7 +26,8 @@ from synkro_dagster.contracts import (
 )
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 
-NESTED_INDEX = "_nested_index"  # position of an unnested record in its parent's list
+NESTED_INDEX = "_nested_index"
+PARTITION_COLUMN = "partition_date"  # a report stream's period (its first day), in every row  # position of an unnested record in its parent's list
 
 
 def read_stream(
@@ -34,8 +36,13 @@ def read_stream(
     stream: StreamSpec,
     integration: Integration,
     cursor: str | None,
+    partition: str | None = None,
 ) -> StreamRead:
-    """The stream's records as the data layer lands them (landed names, hashed values)."""
+    """The stream's records as the data layer lands them (landed names, hashed values).
+
+    A partitioned stream needs `partition`, the first day of its period (ISO date)."""
+    if stream.partitioned_by is not None:
+        return _read_period(session, source, stream, integration, partition)
     if stream.parent is None:
         return shape_read(session.read(stream, cursor), ColumnShaper(source, stream, integration))
     return _read_child(session, source, stream, integration, cursor)
@@ -124,3 +131,43 @@ def _read_child(
 
     # A read of its own: nothing the parent's read says about completeness or totals holds here.
     return StreamRead(parts=iter([BatchesPart(batches(), name=stream.name)]), stats=stats)
+
+
+def period_end(start: date, partitioned_by: str) -> date:
+    """The day after the last day of the period starting at `start`."""
+    if partitioned_by == "daily":
+        return start + timedelta(days=1)
+    if partitioned_by == "weekly":
+        return start + timedelta(days=7)
+    return (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def _read_period(
+    session: Any,
+    source: SourceSpec,
+    stream: StreamSpec,
+    integration: Integration,
+    partition: str | None,
+) -> StreamRead:
+    if partition is None:
+        raise SourceDataError(
+            f"stream '{stream.name}' is partitioned by {stream.partitioned_by}: a run reads one "
+            "period; materialize one partition (date x integration)"
+        )
+    start = date.fromisoformat(partition)
+    values = {
+        "partition_date": start.isoformat(),
+        "partition_end": period_end(start, stream.partitioned_by or "daily").isoformat(),
+    }
+    read = shape_read(
+        session.read(stream, None, values=values), ColumnShaper(source, stream, integration)
+    )
+
+    def tagged(part: Any) -> Iterator[Batch]:
+        for batch in part.batches():
+            for record in batch:
+                record[PARTITION_COLUMN] = values["partition_date"]
+            yield batch
+
+    parts = [BatchesPart(tagged(part), name=part.name) for part in read.parts]
+    return StreamRead(parts=iter(parts), stats=read.stats, column_types=read.column_types)

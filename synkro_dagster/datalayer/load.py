@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 WriteMode = Literal["merge", "append", "replace", "history"]
 HISTORY_ROWS = "synkro_history_rows"
+PARTITION_COLUMN = "partition_date"  # a report stream's period, landed in every row
 CURRENT_VIEW_SUFFIX = "_current"
 
 STAGE_TABLE = "synkro_stage"
@@ -78,6 +79,8 @@ class TableTarget:
     max_delete_fraction: float = 0.5
     # History mode: the columns whose change opens a new version (None: every column).
     track_columns: list[str] | None = None
+    # A partitioned (report) stream: the column holding the period; a load replaces one period.
+    partition_column: str | None = None
 
     @classmethod
     def for_stream(cls, source: SourceSpec, stream: StreamSpec) -> TableTarget:
@@ -100,6 +103,7 @@ class TableTarget:
                 if stream.track_columns is not None
                 else None
             ),
+            partition_column=PARTITION_COLUMN if stream.partitioned_by else None,
         )
 
     @property
@@ -122,6 +126,8 @@ class LoadContext:
     reads_whole_source: bool = False
     # The run tag synkro/allow_mass_delete=true: the max_delete_fraction guard lets this load pass.
     allow_mass_delete: bool = False
+    # A partitioned stream's period (its first day, ISO): the load replaces exactly its rows.
+    partition: str | None = None
 
 
 @dataclass
@@ -654,6 +660,12 @@ class _Load(TypedStaging):
         # Parts merged one by one: the first that loads replaces, the others add to it.
         loading = loading or bool(self.stats.parts_loaded)
         mode = self.target.write_mode
+        if self.partitioned and not self.columns:
+            # An empty period still replaces what was landed for it before.
+            self.lock_target()
+            if types.existing_columns(self.conn, self.schema, self.table) is not None:
+                self.delete_partition()
+            return
         if not self.columns:
             if mode == "replace" and loading and not self.replaced:
                 self.lock_target()
@@ -681,6 +693,11 @@ class _Load(TypedStaging):
                         sql.Identifier(SEEN_TABLE), sql.Identifier(STAGE_TABLE), self.staged_key()
                     )
                 )
+        elif self.partitioned:
+            if existing is not None and not self.replaced:
+                self.delete_partition()
+                self.replaced = True  # the period's other parts add to it
+            self.insert(boundary_filter=False)
         elif mode == "replace" and loading and not self.replaced and existing is not None:
             self.replaced = True
             self.replace(existing)
@@ -1204,6 +1221,24 @@ class _Load(TypedStaging):
             self.upserted_rows(),
             self.latest_first(key_columns),
         )
+
+    @property
+    def partitioned(self) -> bool:
+        return self.target.partition_column is not None and self.context.partition is not None
+
+    def delete_partition(self) -> None:
+        """Delete this integration's rows of the run's period (and no other)."""
+        column = self.target.partition_column
+        assert column is not None and self.context.partition is not None
+        self.cursor.execute(
+            sql.SQL("delete from {} where integration_id = {} and {}::text = {}").format(
+                self.target_sql,
+                sql.Literal(self.context.integration_id),
+                sql.Identifier(column_name(column)),
+                sql.Literal(self.context.partition),
+            )
+        )
+        self.stats.rows_deleted += max(self.cursor.rowcount, 0)
 
     def current_view_sql(self) -> sql.Identifier:
         return qualified(self.target.schema, self.target.table + CURRENT_VIEW_SUFFIX)

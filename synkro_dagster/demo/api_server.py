@@ -15,6 +15,7 @@ endpoint ignoring the filter. Tests mutate data through the handle (or POST /_ad
 Routes (all JSON):
     /shop/api/v1/{customers,products,orders}   bearer; page_number (page, per_page); updated_since
     /shop/api/v1/orders/{id}/lines             bearer; one order's lines (a child endpoint)
+    /shop/api/v1/reports/sales?date=YYYY-MM-DD bearer; one day's sales report
     /crm/oauth/token                           POST, client credentials -> access_token
     /crm/v3/contacts                           OAuth2; cursor (after, limit); modified_after
     /crm/v3/deals                              OAuth2; offset (offset, limit); modified_after
@@ -107,6 +108,7 @@ class DataStore:
         self._clock = MUTATION_START
         self._bench = BenchRecords(bench_records)
         self.collections: dict[str, dict[int, dict[str, Any]]] = {}
+        self.reports: dict[str, list[dict[str, Any]]] = {}  # day -> sales report rows (override)
         rng = random.Random(seed)
         self._seed(rng)
 
@@ -399,6 +401,9 @@ class ApiApp:
         base = f"http://{host}"
         if path == "/crm/oauth/token" and method == "POST":
             return self._token(headers, body)
+        if path == "/shop/api/v1/reports/sales":
+            denied = self._check_bearer(headers, self.credentials.bearer_token)
+            return denied or self._sales_report(query.get("date", ""))
         if len(parts) == 6 and parts[:4] == ["shop", "api", "v1", "orders"] and parts[5] == "lines":
             denied = self._check_bearer(headers, self.credentials.bearer_token)
             return denied or self._order_lines(parts[4], query)
@@ -616,6 +621,28 @@ class ApiApp:
         if duplicate and chunk:
             chunk.append(dict(chunk[0]))
         return Response(200, body, headers)
+
+    def _sales_report(self, day: str) -> Response:
+        """A report per day (units and revenue per product); tests change a day through
+        `store.reports[day]`."""
+        try:
+            moment = datetime.strptime(day, "%Y-%m-%d").date()
+        except ValueError:
+            return Response(400, {"error": f"date must be YYYY-MM-DD, got {day!r}"})
+        rows = self.store.reports.get(moment.isoformat())
+        if rows is None:
+            rows = []
+            for product_id in range(1, 6):
+                units = (moment.toordinal() * 7 + product_id * 13) % 9
+                rows.append(
+                    {
+                        "day": moment.isoformat(),
+                        "product_id": product_id,
+                        "units": units,
+                        "revenue": f"{units * (product_id + 0.5):.2f}",
+                    }
+                )
+        return Response(200, {"data": rows, "meta": {"date": moment.isoformat()}})
 
     def _order_lines(self, order_id: str, query: dict[str, str]) -> Response:
         """One order's lines (a child endpoint), page_number paginated like the collections."""

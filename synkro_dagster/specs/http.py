@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from synkro_dagster.specs.models import SourceSpec
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Filled for partitioned (report) streams: the period's first day and the day after its last.
+PARTITION_PLACEHOLDERS = ("partition_date", "partition_end")
 
 ParamValue = str | int | float | bool
 
@@ -267,7 +269,10 @@ class HttpSourceOptions(_Model):
         problems: list[str] = []
 
         def templates(
-            where: str, options: HttpSourceOptions | HttpStreamOptions, child: bool = False
+            where: str,
+            options: HttpSourceOptions | HttpStreamOptions,
+            child: bool = False,
+            partitioned: bool = False,
         ) -> None:
             found: list[tuple[str, str]] = []
             if isinstance(options, HttpSourceOptions):
@@ -286,6 +291,8 @@ class HttpSourceOptions(_Model):
             from_parent = []
             for field, text in found:
                 for name in PLACEHOLDER.findall(text):
+                    if partitioned and name in PARTITION_PLACEHOLDERS and name not in declared:
+                        continue
                     if (
                         child
                         and name not in declared
@@ -321,7 +328,12 @@ class HttpSourceOptions(_Model):
             if stream.http is None:
                 problems.append(f"stream '{stream.name}': field 'http': required (path, ...)")
                 continue
-            templates(f"stream '{stream.name}', ", stream.http, child=stream.parent is not None)
+            templates(
+                f"stream '{stream.name}', ",
+                stream.http,
+                child=stream.parent is not None,
+                partitioned=stream.partitioned_by is not None,
+            )
         if problems:
             # A custom error keeps pydantic's "Value error, " prefix off the message.
             raise PydanticCustomError("http_spec", "{problems}", {"problems": "\n".join(problems)})

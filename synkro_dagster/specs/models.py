@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -163,6 +164,15 @@ class StreamSpec(StrictModel):
     naming: Naming | None = Field(
         default=None, description="overrides the spec's naming for this stream"
     )
+    partitioned_by: Literal["daily", "weekly", "monthly"] | None = Field(
+        default=None,
+        description="a report stream: one run loads one day (week, month) of one integration "
+        "and replaces exactly that period's rows; {partition_date} / {partition_end} in the "
+        "http path and params",
+    )
+    partition_start: date | None = Field(
+        default=None, description="first partition (ISO date) of a partitioned stream"
+    )
     track_columns: list[str] | None = Field(
         default=None,
         description="write_mode history: the fields whose change opens a new version (default "
@@ -216,6 +226,16 @@ class StreamSpec(StrictModel):
     def _keys(self) -> StreamSpec:
         if self.write_mode in ("merge", "history") and not self.primary_key:
             raise ValueError(f"write_mode '{self.write_mode}' needs a primary_key")
+        if self.partitioned_by is not None:
+            if self.partition_start is None:
+                raise ValueError("partitioned_by needs a partition_start (e.g. 2026-01-01)")
+            if self.write_mode != "replace":
+                raise ValueError(
+                    "a partitioned stream replaces one period's rows per run: set "
+                    "write_mode: replace"
+                )
+            if self.cursor is not None or self.parent is not None:
+                raise ValueError("a partitioned stream has no cursor and no parent")
         if self.track_columns is not None and self.write_mode != "history":
             raise ValueError("track_columns is for write_mode 'history'")
         if self.deletes not in (None, "ignore") and self.write_mode != "merge":
@@ -323,6 +343,8 @@ class SourceSpec(StrictModel):
                         f"{where}, field 'columns.hash': the cursor field "
                         f"'{stream.cursor.field}' cannot be hashed"
                     )
+            if stream.partitioned_by is not None and self.engine != "http":
+                problems.append(f"{where}, field 'partitioned_by': http streams only")
             if stream.parent is None:
                 if stream.unnest is not None or stream.parent_columns:
                     problems.append(f"{where}: 'unnest' and 'parent_columns' need a 'parent'")
@@ -364,6 +386,15 @@ class SourceSpec(StrictModel):
                 )
         if problems:
             raise ValueError("\n".join(problems))
+
+    @property
+    def partitioned_streams(self) -> list[StreamSpec]:
+        return [s for s in self.streams if s.partitioned_by is not None]
+
+    @property
+    def integration_streams(self) -> list[StreamSpec]:
+        """The streams partitioned by integration only (the spec's sync_<spec> job)."""
+        return [s for s in self.streams if s.partitioned_by is None]
 
     def naming_for(self, stream: StreamSpec) -> Naming:
         return stream.naming or self.naming
@@ -415,6 +446,8 @@ class SourceSpec(StrictModel):
         hints = {self.landed(stream, field): kind for field, kind in stream.columns.items()}
         for field in stream.column_control.hash:
             hints[self.landed(stream, field)] = "text"
+        if stream.partitioned_by is not None:
+            hints["partition_date"] = "date"
         if stream.parent is not None:
             parent = self.stream(stream.parent)
             parent_hints = self.landed_hints(parent)
