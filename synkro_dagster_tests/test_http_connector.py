@@ -19,12 +19,13 @@ from synkro_dagster.connectors.http import (
     HttpSourceError,
     PaginationLoopError,
     SourceUnreachableError,
-    format_cursor,
     retry_after_deadline,
 )
 from synkro_dagster.contracts import Integration, ReadStats, Record
 from synkro_dagster.demo.api_server import ApiServer, start_api_server
 from synkro_dagster.specs import load_spec_file, load_specs
+from synkro_dagster.specs.cursors import read_start
+from synkro_dagster.specs.cursors import render as render_cursor
 from synkro_dagster.specs.models import SourceSpec
 from synkro_dagster_tests.testapi import ITEMS, TESTAPI, secrets_for_testapi
 
@@ -168,7 +169,8 @@ def test_shipped_shop_and_crm_specs_read_every_stream(api: ApiServer) -> None:
             for stream in spec.streams:
                 if stream.parent is not None or stream.partitioned_by is not None:
                     continue  # children, reports: test_child_streams.py, test_report_streams.py
-                records, stats = _read(session, spec, stream.name)
+                start = read_start(stream.cursor, None, full_refresh=False)  # a first sync
+                records, stats = _read(session, spec, stream.name, start)
                 endpoint = stream.http.path.strip("/")  # price_history reads /products
                 expected = api.store.records(f"{collection}.{endpoint}")
                 if stream.cursor and stream.cursor.initial:
@@ -202,8 +204,8 @@ def test_cursor_goes_into_the_request_parameter_with_ge_semantics(
 ) -> None:
     rows = sorted(api.store.records("test.items"), key=lambda r: r["updated_at"])
     boundary = rows[len(rows) // 2]["updated_at"]  # e.g. 2025-06-01T10:00:00Z
-    stored = boundary.replace("Z", "+00:00")  # how the data layer returns it
-    records, _ = _read_once(api, testapi, "page_number", stored)
+    records, _ = _read_once(api, testapi, "page_number", boundary)
+    # Sent back exactly as the source wrote it (format: as_stored).
     assert api.requests_to("/test/page_number")[0].query["updated_since"] == boundary
     assert sorted(r["id"] for r in records) == sorted(_item_ids(api, boundary))
     assert boundary in {r["updated_at"] for r in records}  # >=: the boundary record comes back
@@ -215,7 +217,7 @@ def test_older_records_are_dropped_when_the_api_ignores_the_filter(
     since = "2025-08-01T00:00:00+00:00"
     records, stats = _read_once(api, testapi, "unfiltered", since)
     sent = api.requests_to("/test/unfiltered")
-    assert sent[0].query["updated_since"] == "2025-08-01T00:00:00Z"
+    assert sent[0].query["updated_since"] == since
     assert sorted(r["id"] for r in records) == _item_ids(api, "2025-08-01T00:00:00Z")
     assert 0 < len(records) < ITEMS
     assert stats.records == len(records)
@@ -239,21 +241,25 @@ def test_cursor_initial_is_used_on_the_first_sync(api: ApiServer) -> None:
     integration = Integration(
         "acme", "acme", "shop", {"base_url": api.url}, {"api_token": api.credentials.bearer_token}
     )
+    stream = spec.stream("orders")
     with HttpConnector(**FAST).session(spec, integration) as session:
-        _read(session, spec, "orders")
+        _read(session, spec, "orders", read_start(stream.cursor, None, full_refresh=False))
     assert api.requests_to("/shop/api/v1/orders")[0].query["updated_since"] == (
-        "2025-01-01T00:00:00Z"
+        stream.cursor.initial
     )
 
 
 def test_cursor_formats() -> None:
     value = "2026-01-02T03:04:05.678+00:00"
-    assert format_cursor(value, None) == "2026-01-02T03:04:05.678000Z"
-    assert format_cursor(value, "date") == "2026-01-02"
-    assert format_cursor(value, "unix") == "1767323045"
-    assert format_cursor(value, "unix_ms") == "1767323045678"
-    assert format_cursor(value, "%Y%m%d%H%M") == "202601020304"
-    assert format_cursor("12345", "unix") == "12345"  # not a time: sent as stored
+    assert render_cursor(value, None) == value
+    assert render_cursor(value, "as_stored") == value
+    assert render_cursor(value, "iso8601") == "2026-01-02T03:04:05.678000Z"
+    assert render_cursor(value, "date") == "2026-01-02"
+    assert render_cursor(value, "unix") == "1767323045"
+    assert render_cursor(value, "unix_ms") == "1767323045678"
+    assert render_cursor(value, "%Y%m%d%H%M") == "202601020304"
+    assert render_cursor(value, "%Y-%m-%dT%H:%M:%S.%3fZ") == "2026-01-02T03:04:05.678Z"
+    assert render_cursor("12345", "unix") == "12345"  # epoch numbers already: sent as stored
 
 
 def test_crm_contacts_send_the_cursor_as_unix_milliseconds(api: ApiServer) -> None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from synkro_dagster.connectors.sql import SqlConnector, SqlSourceError
 from synkro_dagster.contracts import Integration, StreamRead
 from synkro_dagster.demo.erp_source import create_demo_erp, touch_demo_erp
+from synkro_dagster.specs.cursors import read_start
 from synkro_dagster.specs.loader import load_specs
 from synkro_dagster.specs.models import SourceSpec
 
@@ -194,8 +195,9 @@ def test_cursor_initial_applies_when_nothing_is_stored(source_url: str) -> None:
             }
         ]
     )
+    stream = spec.streams[0]
     with SqlConnector().session(spec, _integration(source_url)) as session:
-        rows = _rows(session.read(spec.streams[0], None))
+        rows = _rows(session.read(stream, read_start(stream.cursor, None, full_refresh=False)))
     assert [r["id"] for r in rows] == [8, 9, 10]
     assert set(rows[0]) == {"id", "updated_at"}
 

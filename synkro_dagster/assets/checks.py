@@ -16,7 +16,8 @@ import dagster as dg
 DUPLICATE_KEYS = "no_duplicate_keys_in_load"
 COMPLETENESS = "complete_against_source_total"
 FILES_REJECTED = "files_rejected"
-SYNC_CHECKS = (DUPLICATE_KEYS, COMPLETENESS)  # evaluated by every sync run
+FUTURE_CURSOR = "no_records_beyond_max_future"
+SYNC_CHECKS = (DUPLICATE_KEYS, COMPLETENESS, FUTURE_CURSOR)  # evaluated by every sync run
 FILES_SYNC_CHECKS = (*SYNC_CHECKS, FILES_REJECTED)  # ... and by a files spec's sync
 # A rejected-files check lists at most this many files (the count is always complete).
 MAX_REJECTED_LISTED = 50
@@ -76,6 +77,15 @@ def _check_specs(
                 "its total (skipped when the source reports none)."
             ),
             partitions_def=partitions_def,
+        ),
+        dg.AssetCheckSpec(
+            FUTURE_CURSOR,
+            asset=asset_key,
+            description=(
+                f"No record of {description} is dated beyond now + the cursor's max_future "
+                "(warns: such records land but do not move the cursor; fix the source's clock "
+                "or data)."
+            ),
         ),
     ]
 
@@ -169,4 +179,34 @@ def files_rejected_result(
             if not rejected
             else (who + f"{len(rejected)} file(s) quarantined, e.g. {first}")[:500]
         ),
+    )
+
+
+def future_cursor_result(
+    asset_key: dg.AssetKey,
+    cursor_field: str | None,
+    count: int,
+    example: dict[str, Any] | None,
+    limit: str | None,
+) -> dg.AssetCheckResult:
+    metadata: dict[str, Any] = {"future_records": count}
+    if example:
+        metadata["example_record"] = dg.MetadataValue.json(example)
+    if limit:
+        metadata["cursor_limit"] = limit
+    description = None
+    if count:
+        value = (example or {}).get(cursor_field or "")
+        key = {k: v for k, v in (example or {}).items() if k != cursor_field}
+        description = (
+            f"{count} record(s) dated beyond now + max_future landed without moving the cursor, "
+            f"e.g. key {key} with {cursor_field} = {value!r}"
+        )
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=FUTURE_CURSOR,
+        passed=count == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=description,
     )

@@ -13,6 +13,7 @@ from synkro_dagster.assets.checks import (
     completeness_result,
     duplicate_keys_result,
     files_rejected_result,
+    future_cursor_result,
     sync_checks,
 )
 from synkro_dagster.connectors.streams import read_stream
@@ -256,31 +257,40 @@ def _build_assets(
                 if key not in context.selected_asset_keys:
                     continue
                 started = time.monotonic()
-                try:
-                    cursor = (
-                        None if full_refresh else datalayer.get_cursor(integration.id, stream.name)
-                    )
+                reads: list[StreamRead] = []
+
+                def read_from(
+                    start: str | None, stream: StreamSpec = stream, reads: list = reads
+                ) -> StreamRead:
                     if period is not None:
-                        cursor = None  # a period is read whole, whatever was loaded before
-                    read: StreamRead = read_stream(
-                        session, source, stream, integration, cursor, partition=period
+                        start = None  # a period is read whole, whatever was loaded before
+                    reads.append(
+                        read_stream(session, source, stream, integration, start, partition=period)
                     )
-                    stats = datalayer.load(
+                    return reads[-1]
+
+                try:
+                    # The data layer takes the stream's lock, reads the cursor under it and only
+                    # then asks the connector to read from there (initial / lookback applied).
+                    stats = datalayer.sync(
                         TableTarget.for_stream(source, stream),
-                        read,
+                        read_from,
                         LoadContext(
                             tenant_id=integration.tenant,
                             integration_id=integration.id,
                             stream=stream.name,
                             run_id=context.run.run_id,
                             full_refresh=full_refresh,
-                            reads_whole_source=reads_whole_source(
-                                source, stream, cursor, full_refresh
+                            # Known only once the data layer has read the cursor under the lock.
+                            reads_whole_source=lambda start, stream=stream: reads_whole_source(
+                                source, stream, None if period is not None else start, full_refresh
                             ),
                             allow_mass_delete=allows_mass_delete(context.run.tags),
                             partition=period,
+                            log=context.log,
                         ),
                     )
+                    read = reads[-1]
                 except Exception as exc:  # noqa: BLE001 - one stream's failure must not hide the others
                     message = integration.redact(f"{type(exc).__name__}: {exc}")
                     context.log.error(
@@ -314,6 +324,13 @@ def _build_assets(
                     ),
                     completeness_result(
                         key, stats.rows_read, read.stats.source_total, integration.id
+                    ),
+                    future_cursor_result(
+                        key,
+                        source.landed_cursor(stream),
+                        stats.future_records,
+                        stats.future_record_example,
+                        stats.future_limit,
                     ),
                 ]
                 if source.engine == "files":

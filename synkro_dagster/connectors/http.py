@@ -55,6 +55,7 @@ from synkro_dagster.contracts import (
     StreamRead,
     redact,
 )
+from synkro_dagster.specs.cursors import render as render_cursor
 from synkro_dagster.specs.http import (
     PLACEHOLDER,
     ApiKeyAuth,
@@ -180,28 +181,6 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def format_cursor(value: str, fmt: str | None) -> str:
-    """The stored cursor as the request parameter wants it: iso8601 (default), date, unix,
-    unix_ms or a strftime pattern. Rounding is always down, so `>=` never skips a record."""
-    moment = parse_time(value)
-    if moment is None:
-        return value  # not a time (an id, a version number): sent as stored
-    fmt = fmt or "iso8601"
-    if fmt == "iso8601":
-        utc = moment.astimezone(UTC)
-        text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-        if utc.microsecond:
-            text += f".{utc.microsecond:06d}"
-        return text + "Z"
-    if fmt == "date":
-        return moment.astimezone(UTC).date().isoformat()
-    if fmt == "unix":
-        return str(int(moment.timestamp()))
-    if fmt == "unix_ms":
-        return str(int(moment.timestamp() * 1000))
-    return moment.strftime(fmt)
 
 
 def cursor_filter(threshold: str) -> Callable[[Any], bool]:
@@ -957,8 +936,8 @@ class HttpSession:
     def read(
         self, stream: StreamSpec, cursor: str | None, values: Mapping[str, Any] | None = None
     ) -> StreamRead:
-        """Read `stream` from `cursor` (None: cursor.initial, or everything). Lazy: nothing is
-        fetched until the part's batches are iterated."""
+        """Read `stream` from `cursor` (None: everything). Lazy: nothing is fetched until the
+        part's batches are iterated."""
         if stream.http is None:
             raise HttpSourceError(
                 f"stream '{stream.name}' of spec '{self.source.name}' has no http"
@@ -1103,10 +1082,12 @@ class HttpSession:
         }
         keep: Callable[[Any], bool] | None = None
         cursor_field = stream.cursor.field if stream.cursor else None
-        start = cursor if cursor is not None else (stream.cursor.initial if stream.cursor else None)
+        # `cursor` is where this read starts (the data layer resolved initial and lookback);
+        # it goes out exactly as stored unless the spec asks for a conversion.
+        start = cursor if stream.cursor else None
         if stream.cursor and start:
             if stream.cursor.param:
-                params[stream.cursor.param] = format_cursor(start, stream.cursor.format)
+                params[stream.cursor.param] = render_cursor(start, stream.cursor.format)
             keep = cursor_filter(start)
 
         size_param = getattr(pagination, "page_size_param", None)

@@ -45,6 +45,7 @@ from synkro_dagster.contracts import (
     redact,
 )
 from synkro_dagster.database import DATABASE_URL_ENV, get_engine, sqlalchemy_url
+from synkro_dagster.specs.cursors import render as render_cursor
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
 
@@ -512,12 +513,16 @@ class SqlSession:
         return stream.sql
 
     def _initial_cursor(self, stream: StreamSpec, cursor: str | None) -> str | None:
+        # `cursor` is where this read starts; the data layer resolved initial and lookback.
         if stream.cursor is None:
             return None
-        return cursor if cursor is not None else stream.cursor.initial
+        return cursor
 
     def _cursor_value(self, stream: StreamSpec, text: str, pg_type: str | None) -> Any:
         assert stream.cursor is not None
+        if pg_type in (None, "text"):
+            # A text column compares as text: the value as stored, or the spec's conversion.
+            return render_cursor(text, stream.cursor.format)
         try:
             return cursor_value(text, pg_type)
         except ValueError:
@@ -633,7 +638,8 @@ class SqlSession:
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, stream: StreamSpec, cursor: str | None) -> StreamRead:
-        """Read `stream` from `cursor` (None: from cursor.initial, else everything).
+        """Read `stream` from `cursor` (None: everything), the stored text bound as the cursor
+        column's type (a text column gets the text exactly as stored).
 
         Reflects the table (or probes the query) now, so a missing table, column or a bad query
         fails here with a clear error; rows are fetched only when the part's batches are iterated.

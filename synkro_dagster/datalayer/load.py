@@ -21,8 +21,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, Literal
@@ -45,8 +46,21 @@ from synkro_dagster.datalayer.copy_binary import (
 )
 from synkro_dagster.datalayer.deletes import DELETED_AT, Marker
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
-from synkro_dagster.datalayer.state import claim_part, read_cursor, set_part_rows, write_state
-from synkro_dagster.specs.models import DeleteMarker, SourceSpec, StreamSpec
+from synkro_dagster.datalayer.state import (
+    claim_part,
+    lock_stream,
+    read_cursor,
+    set_part_rows,
+    write_state,
+)
+from synkro_dagster.specs.cursors import (
+    EPOCH_FORMATS,
+    CursorValueError,
+    as_time,
+    parse_duration,
+    read_start,
+)
+from synkro_dagster.specs.models import CursorSpec, DeleteMarker, SourceSpec, StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +68,9 @@ WriteMode = Literal["merge", "append", "replace", "history"]
 HISTORY_ROWS = "synkro_history_rows"
 PARTITION_COLUMN = "partition_date"  # a report stream's period, landed in every row
 CURRENT_VIEW_SUFFIX = "_current"
+# The connector's read of a stream, given where it starts (None: everything).
+ReadFrom = Callable[[str | None], StreamRead]
+DEFAULT_LOCK_TIMEOUT_S = 600.0
 
 STAGE_TABLE = "synkro_stage"
 SEEN_TABLE = "synkro_seen_keys"  # keys every merged part of a sweeping load brought
@@ -81,6 +98,9 @@ class TableTarget:
     track_columns: list[str] | None = None
     # A partitioned (report) stream: the column holding the period; a load replaces one period.
     partition_column: str | None = None
+    # The stream's cursor settings (format, lookback, max_future, initial); a target made from a
+    # bare `cursor_field` gets the defaults.
+    cursor: CursorSpec | None = None
 
     @classmethod
     def for_stream(cls, source: SourceSpec, stream: StreamSpec) -> TableTarget:
@@ -104,12 +124,30 @@ class TableTarget:
                 else None
             ),
             partition_column=PARTITION_COLUMN if stream.partitioned_by else None,
+            cursor=_landed_cursor_spec(source, stream),
         )
 
     @property
     def soft_deletes(self) -> bool:
         """Rows are marked with _synkro_deleted_at rather than deleted."""
         return self.sweep == "soft" or (self.marker is not None and not self.marker.hard)
+
+    @property
+    def cursor_spec(self) -> CursorSpec | None:
+        if self.cursor is not None:
+            return self.cursor
+        return CursorSpec(field=self.cursor_field) if self.cursor_field else None
+
+
+def _landed_cursor_spec(source: SourceSpec, stream: StreamSpec) -> CursorSpec | None:
+    """The stream's cursor settings (a child stream's are its parent's), naming the landed column."""
+    spec = stream.cursor
+    if spec is None and stream.parent is not None:
+        spec = source.stream(stream.parent).cursor
+    column = source.landed_cursor(stream)
+    if spec is None or column is None:
+        return None
+    return spec.model_copy(update={"field": column})
 
 
 @dataclass(frozen=True)
@@ -122,12 +160,15 @@ class LoadContext:
     run_id: str
     full_refresh: bool = False
     # The read sent no cursor filter (a stream without cursor always reads whole): only then may
-    # a cursor stream's sweep run.
-    reads_whole_source: bool = False
+    # a cursor stream's sweep run. A function of where the read started, when that is known only
+    # once the data layer has read the cursor under the stream's lock.
+    reads_whole_source: bool | Callable[[str | None], bool] = False
     # The run tag synkro/allow_mass_delete=true: the max_delete_fraction guard lets this load pass.
     allow_mass_delete: bool = False
     # A partitioned stream's period (its first day, ISO): the load replaces exactly its rows.
     partition: str | None = None
+    # Where "waiting for another run of this stream" is said (a Dagster run's context.log).
+    log: Any = None
 
 
 @dataclass
@@ -145,6 +186,11 @@ class LoadStats:
     types_widened: list[str] = field(default_factory=list)  # e.g. "amount: integer -> numeric"
     cursor_before: str | None = None
     cursor_after: str | None = None
+    read_from: str | None = None  # where the read started (initial, lookback applied)
+    # Records dated beyond now + max_future: landed, but they did not move the cursor.
+    future_records: int = 0
+    future_record_example: dict | None = None
+    future_limit: str | None = None
     parts_loaded: int = 0
     parts_skipped: int = 0
     parts_rejected: int = 0
@@ -180,6 +226,9 @@ class LoadStats:
             metadata["cursor_before"] = self.cursor_before
         if self.cursor_after is not None:
             metadata["cursor_after"] = self.cursor_after
+        if self.read_from is not None:
+            metadata["read_from"] = self.read_from
+        metadata["future_records"] = self.future_records
         return metadata
 
 
@@ -294,15 +343,18 @@ class _Load(TypedStaging):
         self,
         conn: sa.Connection,
         target: TableTarget,
-        read: StreamRead,
+        read: StreamRead | ReadFrom,
         context: LoadContext,
         batch_rows: int,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
         self.conn = conn
         self.pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         self.cursor = self.pg.cursor()
         self.target = target
-        self.read = read
+        self.reader = read
+        self.read = StreamRead(parts=iter(()))
+        self.lock_timeout_s = lock_timeout_s
         self.context = context
         self.batch_rows = max(1, batch_rows)
         self.stats = LoadStats()
@@ -338,9 +390,30 @@ class _Load(TypedStaging):
         # session has not used a temporary table yet; beyond it the staging spills to temp files).
         self.execute(sql.SQL("set local work_mem = '64MB'"))
         self.execute(sql.SQL("set local temp_buffers = '64MB'"))
+        # One writer per (integration, stream): the cursor this read starts from is the one read
+        # under the lock, so a second run can neither re-read the same range nor move it back.
+        lock_stream(
+            self.cursor,
+            self.context,
+            timeout_s=self.lock_timeout_s,
+        )
         self.stats.cursor_before = read_cursor(
             self.conn, self.context.integration_id, self.context.stream
         )
+        spec = self.target.cursor_spec
+        try:
+            self.stats.read_from = read_start(
+                spec, self.stats.cursor_before, self.context.full_refresh
+            )
+        except CursorValueError as error:
+            raise CursorValueError(
+                f"stream '{self.context.stream}' (integration {self.context.integration_id}):"
+                f" {error}. Fix cursor.lookback in the spec."
+            ) from None
+        if callable(self.reader):
+            self.read = self.reader(self.stats.read_from)
+        else:
+            self.read = self.reader
         self.execute(
             sql.SQL("create temp table {} () on commit drop").format(sql.Identifier(STAGE_TABLE))
         )
@@ -718,12 +791,16 @@ class _Load(TypedStaging):
             f" table {self.target.schema}.{self.target.table})"
         )
 
+    def reads_whole_source(self) -> bool:
+        whole = self.context.reads_whole_source
+        return whole(self.stats.read_from) if callable(whole) else bool(whole)
+
     def sweep_allowed(self) -> bool:
         """A sweep runs only after a complete full read; otherwise say why it did not."""
         kind = self.target.sweep
         if kind is None:
             return False
-        if self.target.cursor_field is not None and not self.context.reads_whole_source:
+        if self.target.cursor_field is not None and not self.reads_whole_source():
             self.stats.deletes = (
                 f"{kind} sweep skipped: incremental read (a sweep follows only a full refresh)"
             )
@@ -1524,7 +1601,7 @@ class _Load(TypedStaging):
             and before is not None
             and not self.context.full_refresh
         ):
-            where = self.boundary_filter(cursor_column, before)
+            where = self.boundary_filter(cursor_column, self.stats.read_from or before, before)
         self.cursor.execute(
             sql.SQL("insert into {} ({}) select {} from {} s{}").format(
                 self.target_sql, names, values, sql.Identifier(STAGE_TABLE), where
@@ -1535,24 +1612,31 @@ class _Load(TypedStaging):
         # Boundary records read again and already landed.
         self.stats.rows_unchanged += max(self.staged_count() - inserted, 0)
 
-    def boundary_filter(self, cursor_column: _Column, before: str) -> sql.Composable:
-        """Drop rows older than the stored cursor, and rows at the cursor that are already landed.
+    def boundary_filter(
+        self, cursor_column: _Column, read_from: str, before: str
+    ) -> sql.Composable:
+        """Drop rows older than where the read started, and rows between there and the stored
+        cursor that are already landed.
 
-        The source is read with `>=` the stored cursor, so the records sharing the boundary value
-        come again; a landed record with the same values is the same record.
+        The source is read with `>=` from the stored cursor (moved back by the lookback), so the
+        records of that window come again; a landed record with the same values is the same
+        record. Records of the window not landed yet (late commits) are appended.
         """
         staged_cursor = self.staged(cursor_column)
+        start = types.cast(sql.Literal(read_from), cursor_column.type)
         stored = types.cast(sql.Literal(before), cursor_column.type)
         same_values = sql.SQL(" and ").join(
             sql.SQL("t.{} is not distinct from {}").format(sql.Identifier(c.name), self.staged(c))
             for c in self.columns.values()
         )
         return sql.SQL(
-            " where {cur} is null or {cur} > {stored} or ({cur} = {stored} and not exists"
+            " where {cur} is null or {cur} > {stored} or ({cur} >= {start} and not exists"
             " (select 1 from {target} t where t.integration_id = {integration}"
-            " and t.{cur_name} = {stored} and {same_values}))"
+            " and t.{cur_name} >= {start} and t.{cur_name} <= {stored}"
+            " and t.{cur_name} = {cur} and {same_values}))"
         ).format(
             cur=staged_cursor,
+            start=start,
             stored=stored,
             target=self.target_sql,
             integration=sql.Literal(self.context.integration_id),
@@ -1577,24 +1661,155 @@ class _Load(TypedStaging):
         return self.columns.get(self.target.cursor_field)
 
     def advance_cursor(self) -> None:
+        """The new cursor: the source's own text of the newest staged cursor value, compared as
+        the column's type, never beyond now + max_future and (except on a full refresh) never
+        behind the stored cursor."""
         column = self.cursor_column()
         if column is None or (self.stats.rows_read == 0 and not self.stager.part_rows):
             return
+        spec = self.target.cursor_spec
+        assert spec is not None
+        raw = sql.Identifier("s", column.stage)
+        typed = self.staged(column)
+        beyond = self.future_condition(column, spec)
+        if beyond is None and spec.max_future is not None and column.type == types.TEXT:
+            newest = self.newest_text_time(column, spec)
+        else:
+            within = sql.SQL("") if beyond is None else sql.SQL(" and not ({})").format(beyond)
+            row = self.fetch_one(
+                sql.SQL(
+                    "select {raw} from {stage} s where {raw} is not null{within}"
+                    " order by {typed} desc, {raw} limit 1"
+                ).format(raw=raw, stage=sql.Identifier(STAGE_TABLE), within=within, typed=typed)
+            )
+            newest = None if row is None else row[0]
+            if beyond is not None:
+                self.report_future(column, beyond)
         before = self.stats.cursor_before
+        compare = before is not None and not self.context.full_refresh
         if self.merged_parts:
             before = self.stats.cursor_after  # the parts merged before this one moved it
-        newest = sql.SQL("max({})").format(self.staged(column))
-        if before is not None and (not self.context.full_refresh or self.merged_parts):
-            newest = sql.SQL("greatest({}, {})").format(
-                newest, types.cast(sql.Literal(before), column.type)
+            compare = before is not None
+        if newest is None:
+            return
+        if compare:
+            row = self.fetch_one(
+                sql.SQL("select {} > {}").format(
+                    types.cast(sql.Literal(newest), column.type),
+                    types.cast(sql.Literal(before), column.type),
+                )
             )
+            if not (row and row[0]):
+                return  # never backwards (a lookback window, a stale or late record)
+        self.stats.cursor_after = newest
+
+    def future_limit(self, spec: CursorSpec) -> sql.Composable | None:
+        if spec.max_future is None:
+            return None
+        seconds = parse_duration(spec.max_future).total_seconds()
+        return sql.SQL("(now() + make_interval(secs => {}))").format(sql.Literal(seconds))
+
+    def future_condition(self, column: _Column, spec: CursorSpec) -> sql.Composable | None:
+        """SQL true for a staged row dated beyond now + max_future, where the column's type
+        says what a value means (a date or timestamp; epoch numbers under unix / unix_ms)."""
+        limit = self.future_limit(spec)
+        if limit is None:
+            return None
+        typed = self.staged(column)
+        if column.type in (types.DATE, types.TIMESTAMP, types.TIMESTAMPTZ):
+            return sql.SQL("{} > {}").format(typed, limit)
+        scale = EPOCH_FORMATS.get(spec.format)
+        if scale is not None and column.type in (types.INTEGER, types.BIGINT, types.NUMERIC):
+            return sql.SQL("{}::numeric > extract(epoch from {}) * {}").format(
+                typed, limit, sql.Literal(scale)
+            )
+        if scale is not None and column.type == types.DOUBLE:
+            return sql.SQL("{} > extract(epoch from {})::double precision * {}").format(
+                typed, limit, sql.Literal(scale)
+            )
+        return None
+
+    def report_future(self, column: _Column, beyond: sql.Composable) -> None:
+        key_columns = [self.columns[k] for k in self.pk_keys if k in self.columns]
+        keys = sql.SQL("").join(sql.SQL(", {}").format(self.staged(c)) for c in key_columns)
         row = self.fetch_one(
-            sql.SQL("select to_jsonb({}) #>> '{{}}' from {} s").format(
-                newest, sql.Identifier(STAGE_TABLE)
+            sql.SQL(
+                "select count(*) over (), {raw}{keys} from {stage} s where {beyond}"
+                " order by {typed} desc limit 1"
+            ).format(
+                raw=sql.Identifier("s", column.stage),
+                keys=keys,
+                stage=sql.Identifier(STAGE_TABLE),
+                beyond=beyond,
+                typed=self.staged(column),
             )
         )
-        if row is not None and row[0] is not None:
-            self.stats.cursor_after = row[0]
+        if row is None:
+            return
+        self.note_future(int(row[0]), row[1], list(row[2:]))
+
+    def note_future(self, count: int, value: Any, key_values: list[Any]) -> None:
+        spec = self.target.cursor_spec
+        assert spec is not None and spec.max_future is not None
+        example: dict[str, Any] = dict(zip(self.pk_keys, key_values, strict=False))
+        example[spec.field] = value
+        self.stats.future_records += count
+        self.stats.future_record_example = example
+        limit = datetime.now(UTC) + parse_duration(spec.max_future)
+        self.stats.future_limit = limit.isoformat(timespec="seconds")
+        log.warning(
+            "stream %s (integration %s): %d record(s) dated beyond now + %s landed without "
+            "moving the cursor, e.g. %s",
+            self.context.stream,
+            self.context.integration_id,
+            count,
+            spec.max_future,
+            example,
+        )
+
+    def newest_text_time(self, column: _Column, spec: CursorSpec) -> str | None:
+        """For a text cursor column (a strftime format, mixed shapes): the newest value that
+        reads as a time no later than now + max_future, compared in Python."""
+        assert spec.max_future is not None
+        limit = datetime.now(UTC) + parse_duration(spec.max_future)
+        key_columns = [self.columns[k] for k in self.pk_keys if k in self.columns]
+        keys = sql.SQL("").join(sql.SQL(", {}").format(self.staged(c)) for c in key_columns)
+        newest: tuple[datetime, str] | None = None
+        newest_text: tuple[str, str] | None = None
+        future: list[Any] = []
+        count = 0
+        with self.pg.cursor(name="synkro_cursor_values") as values:
+            values.execute(
+                sql.SQL("select {raw}{keys} from {stage} s where {raw} is not null").format(
+                    raw=sql.Identifier("s", column.stage),
+                    keys=keys,
+                    stage=sql.Identifier(STAGE_TABLE),
+                )
+            )
+            for row in values:
+                text = row[0]
+                moment = as_time(text, spec.format)
+                if moment is None:
+                    # Not a time: plain text order, as PostgreSQL would compare it.
+                    if newest_text is None or text > newest_text[0]:
+                        newest_text = (text, text)
+                    continue
+                if moment > limit:
+                    count += 1
+                    if not future or moment > future[0]:
+                        future = [moment, text, list(row[1:])]
+                    continue
+                if (
+                    newest is None
+                    or moment > newest[0]
+                    or (moment == newest[0] and text < newest[1])
+                ):
+                    newest = (moment, text)
+        if count:
+            self.note_future(count, future[1], future[2])
+        if newest is not None:
+            return newest[1]
+        return None if newest_text is None else newest_text[1]
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -1634,14 +1849,20 @@ def _clip(text: str, limit: int = 80) -> str:
 def load_stream(
     engine: sa.Engine,
     target: TableTarget,
-    read: StreamRead,
+    read: StreamRead | ReadFrom,
     context: LoadContext,
     batch_rows: int = 10_000,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> LoadStats:
-    """Land `read` in `target` in one transaction and return what happened."""
+    """Land a stream in `target` in one transaction and return what happened.
+
+    `read` is best a function from the start cursor to the connector's read: it is called under
+    the stream's lock, with the cursor read under that lock (initial and lookback applied), so
+    two runs of one stream never read from the same stale cursor.
+    """
     started = time.perf_counter()
     with engine.connect() as conn:
-        load = _Load(conn, target, read, context, batch_rows)
+        load = _Load(conn, target, read, context, batch_rows, lock_timeout_s)
         try:
             with conn.begin():
                 load.run()

@@ -1,8 +1,14 @@
-"""Per-stream sync state (cursor, last sync) and the processed-files ledger, in schema synkro."""
+"""Per-stream sync state (cursor, last sync, the one-writer lock) and the processed-files ledger."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import psycopg
 import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
 
 
 def read_cursor(conn: sa.Connection, integration_id: str, stream: str) -> str | None:
@@ -107,3 +113,68 @@ def set_part_rows(conn: sa.Connection, integration_id: str, key: str, rows: int)
         ),
         {"rows": rows, "integration": integration_id, "key": key},
     )
+
+
+class StreamBusy(RuntimeError):
+    """Another run held the stream's lock for longer than the data layer's lock timeout."""
+
+
+def stream_lock_key(integration_id: str, stream: str) -> str:
+    return f"synkro.stream:{integration_id}/{stream}"
+
+
+def lock_stream(cursor: psycopg.Cursor, context: Any, *, timeout_s: float) -> None:
+    """Take the transaction-scoped advisory lock of (integration, stream), waiting for a run that
+    holds it up to `timeout_s`, then failing with StreamBusy.
+
+    The holder is named through `application_name` (set for this transaction only), so a waiting
+    run can say which run it waits for. A crashed holder's connection ends and frees the lock.
+    """
+    key = stream_lock_key(context.integration_id, context.stream)
+    name = f"synkro run {context.run_id}"[:63]
+    cursor.execute("select set_config('application_name', %s, true)", (name,))
+    cursor.execute("select pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+    row = cursor.fetchone()
+    if row is not None and row[0]:
+        return
+    holder = lock_holder(cursor, key)
+    what = f"stream '{context.stream}' of integration '{context.integration_id}'"
+    message = (
+        f"{what} is being synced by {holder}; run {context.run_id} waits for it "
+        f"(up to {timeout_s:g} s)"
+    )
+    _say(context, message)
+    cursor.execute(f"set local lock_timeout = '{max(1, int(timeout_s * 1000))}ms'")
+    try:
+        cursor.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+    except psycopg.errors.LockNotAvailable:
+        raise StreamBusy(
+            f"{what}: run {context.run_id} waited {timeout_s:g} s for {holder} to finish and "
+            "gave up; nothing was read or written. Run it again when the other run is done "
+            "(or raise DataLayer.stream_lock_timeout_s)."
+        ) from None
+    cursor.execute("set local lock_timeout to default")
+    _say(context, f"{what}: the other run finished; run {context.run_id} goes on")
+
+
+def lock_holder(cursor: psycopg.Cursor, key: str) -> str:
+    """Who holds the advisory lock `key`: 'run <id> (pid N, since T)', or 'another session'."""
+    cursor.execute(
+        "select a.application_name, a.pid, to_char(a.xact_start at time zone 'UTC',"
+        " 'YYYY-MM-DD HH24:MI:SS') from pg_locks l join pg_stat_activity a on a.pid = l.pid"
+        " where l.locktype = 'advisory' and l.granted and l.objsubid = 1"
+        " and l.database = (select oid from pg_database where datname = current_database())"
+        " and ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)",
+        (key,),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return "another session"
+    application, pid, since = row
+    who = application[len("synkro ") :] if application.startswith("synkro run ") else "a session"
+    return f"{who} (pid {pid}, since {since} UTC)"
+
+
+def _say(context: Any, message: str) -> None:
+    run_log = getattr(context, "log", None)
+    (run_log or log).warning(message)

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from synkro_dagster.specs.columns import ColumnControl, Naming, landed_name, split_columns
+from synkro_dagster.specs.cursors import AS_STORED, check_format, parse_duration
 from synkro_dagster.specs.files import FilesSourceOptions, FilesStreamOptions
 from synkro_dagster.specs.http import HttpSourceOptions, HttpStreamOptions
 from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
@@ -69,18 +70,80 @@ class StrictModel(BaseModel):
 
 
 class CursorSpec(StrictModel):
-    """How a stream is read incrementally."""
+    """How a stream is read incrementally (see docs/specs.md, "How incremental syncs work")."""
 
     field: str = Field(description="record field holding the cursor value (e.g. updated_at)")
     param: str | None = Field(
         default=None, description="request parameter that receives the stored cursor (http)"
     )
-    format: str | None = Field(
-        default=None,
-        description="how the cursor is written into the request: iso8601 (default), date, unix, "
-        "unix_ms, or a strftime pattern",
+    format: str = Field(
+        default=AS_STORED,
+        description="how the cursor is written into the request: as_stored (default: exactly as "
+        "the source wrote it), iso8601, date, unix, unix_ms, or a strftime pattern (%3f writes "
+        "milliseconds); unix / unix_ms also declare that numeric cursor values are epoch times",
     )
     initial: str | None = Field(default=None, description="cursor value for the first sync")
+    initial_applies_to_full_refresh: bool = Field(
+        default=False,
+        description="a full refresh also starts at `initial` (default: it reads everything)",
+    )
+    lookback: str | int | float | None = Field(
+        default=None,
+        description="re-read this much before the stored cursor on every sync: a duration "
+        "(2h, 30m, 1d) for time cursors, a number (100) for numeric ones",
+    )
+    max_future: str | None = Field(
+        default="1d",
+        description="the cursor never advances beyond now + this duration (null: no limit); "
+        "records dated later still land and a check warns",
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        return check_format(value)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str | int | float | None) -> str | int | float | None:
+        if isinstance(value, bool):
+            raise ValueError("must be a duration (2h) or a number (100)")
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                float(text)
+                return text
+            except ValueError:
+                parse_duration(text)
+        elif value is not None and value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("max_future")
+    @classmethod
+    def _max_future(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _lookback_fits_format(self) -> CursorSpec:
+        duration = isinstance(self.lookback, str) and not _is_number(self.lookback)
+        if self.lookback is not None and not duration and self.format != AS_STORED:
+            # Every conversion (iso8601, date, unix, unix_ms, strftime) makes this a time cursor.
+            raise ValueError(
+                f"lookback {self.lookback!r} is a number but format '{self.format}' makes "
+                "this a time cursor: give a duration such as 2h"
+            )
+        return self
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ConfigField(StrictModel):
