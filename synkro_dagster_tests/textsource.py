@@ -104,11 +104,21 @@ def _handler(source: TextSource) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the crash steps) closes its socket: not a server error.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def serve_text_source(source: TextSource | None = None) -> Iterator[TextSource]:
     source = source or TextSource()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(source))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _handler(source))
     source.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1593,18 +1593,17 @@ class _Load(TypedStaging):
     def insert(self, boundary_filter: bool) -> None:
         names, values = self.insert_select()
         where = sql.SQL("")
+        distinct = sql.SQL("")
         cursor_column = self.cursor_column()
-        before = self.stats.cursor_before
-        if (
-            boundary_filter
-            and cursor_column is not None
-            and before is not None
-            and not self.context.full_refresh
-        ):
+        if boundary_filter and cursor_column is not None:
+            # An append stream with a cursor: identical records are one record, whether a page
+            # repeated it, the `>=` / lookback window re-read it, or a full refresh read it again.
+            distinct = sql.SQL("distinct ")
+            before = None if self.context.full_refresh else self.stats.cursor_before
             where = self.boundary_filter(cursor_column, self.stats.read_from or before, before)
         self.cursor.execute(
-            sql.SQL("insert into {} ({}) select {} from {} s{}").format(
-                self.target_sql, names, values, sql.Identifier(STAGE_TABLE), where
+            sql.SQL("insert into {} ({}) select {}{} from {} s{}").format(
+                self.target_sql, names, distinct, values, sql.Identifier(STAGE_TABLE), where
             )
         )
         inserted = max(self.cursor.rowcount, 0)
@@ -1613,35 +1612,48 @@ class _Load(TypedStaging):
         self.stats.rows_unchanged += max(self.staged_count() - inserted, 0)
 
     def boundary_filter(
-        self, cursor_column: _Column, read_from: str, before: str
+        self, cursor_column: _Column, read_from: str | None, before: str | None
     ) -> sql.Composable:
-        """Drop rows older than where the read started, and rows between there and the stored
-        cursor that are already landed.
+        """Drop rows older than where the read started, and rows that are already landed.
 
         The source is read with `>=` from the stored cursor (moved back by the lookback), so the
         records of that window come again; a landed record with the same values is the same
-        record. Records of the window not landed yet (late commits) are appended.
+        record. Records of the window not landed yet (late commits) are appended. Without a
+        stored cursor (the first sync, a full refresh) every landed record is compared.
         """
         staged_cursor = self.staged(cursor_column)
-        start = types.cast(sql.Literal(read_from), cursor_column.type)
-        stored = types.cast(sql.Literal(before), cursor_column.type)
         same_values = sql.SQL(" and ").join(
             sql.SQL("t.{} is not distinct from {}").format(sql.Identifier(c.name), self.staged(c))
             for c in self.columns.values()
         )
+        cur_name = sql.Identifier(cursor_column.name)
+        landed = sql.SQL(
+            "exists (select 1 from {target} t where t.integration_id = {integration}{window}"
+            " and t.{cur_name} = {cur} and {same_values})"
+        )
+        parts = {
+            "target": self.target_sql,
+            "integration": sql.Literal(self.context.integration_id),
+            "cur_name": cur_name,
+            "cur": staged_cursor,
+            "same_values": same_values,
+        }
+        if before is None or read_from is None:
+            return sql.SQL(" where {cur} is null or not {landed}").format(
+                cur=staged_cursor, landed=landed.format(window=sql.SQL(""), **parts)
+            )
+        start = types.cast(sql.Literal(read_from), cursor_column.type)
+        stored = types.cast(sql.Literal(before), cursor_column.type)
+        window = sql.SQL(" and t.{cur_name} >= {start} and t.{cur_name} <= {stored}").format(
+            cur_name=cur_name, start=start, stored=stored
+        )
         return sql.SQL(
-            " where {cur} is null or {cur} > {stored} or ({cur} >= {start} and not exists"
-            " (select 1 from {target} t where t.integration_id = {integration}"
-            " and t.{cur_name} >= {start} and t.{cur_name} <= {stored}"
-            " and t.{cur_name} = {cur} and {same_values}))"
+            " where {cur} is null or {cur} > {stored} or ({cur} >= {start} and not {landed})"
         ).format(
             cur=staged_cursor,
             start=start,
             stored=stored,
-            target=self.target_sql,
-            integration=sql.Literal(self.context.integration_id),
-            cur_name=sql.Identifier(cursor_column.name),
-            same_values=same_values,
+            landed=landed.format(window=window, **parts),
         )
 
     def delete_integration_rows(self) -> None:
@@ -1677,9 +1689,10 @@ class _Load(TypedStaging):
         else:
             within = sql.SQL("") if beyond is None else sql.SQL(" and not ({})").format(beyond)
             row = self.fetch_one(
+                # ::text: a typed staging column (a SQL source's timestamp) gives its text form.
                 sql.SQL(
-                    "select {raw} from {stage} s where {raw} is not null{within}"
-                    " order by {typed} desc, {raw} limit 1"
+                    "select {raw}::text from {stage} s where {raw} is not null{within}"
+                    " order by {typed} desc, {raw}::text limit 1"
                 ).format(raw=raw, stage=sql.Identifier(STAGE_TABLE), within=within, typed=typed)
             )
             newest = None if row is None else row[0]
@@ -1734,7 +1747,7 @@ class _Load(TypedStaging):
         keys = sql.SQL("").join(sql.SQL(", {}").format(self.staged(c)) for c in key_columns)
         row = self.fetch_one(
             sql.SQL(
-                "select count(*) over (), {raw}{keys} from {stage} s where {beyond}"
+                "select count(*) over (), {raw}::text{keys} from {stage} s where {beyond}"
                 " order by {typed} desc limit 1"
             ).format(
                 raw=sql.Identifier("s", column.stage),
@@ -1780,7 +1793,7 @@ class _Load(TypedStaging):
         count = 0
         with self.pg.cursor(name="synkro_cursor_values") as values:
             values.execute(
-                sql.SQL("select {raw}{keys} from {stage} s where {raw} is not null").format(
+                sql.SQL("select {raw}::text{keys} from {stage} s where {raw} is not null").format(
                     raw=sql.Identifier("s", column.stage),
                     keys=keys,
                     stage=sql.Identifier(STAGE_TABLE),
