@@ -372,3 +372,60 @@ def test_a_run_that_waits_too_long_fails_naming_the_run_that_holds_the_stream(
     # Once the other run is gone the stream syncs normally.
     assert syncs().success
     assert syncs.landed() == syncs.expected()
+
+
+def test_sql_text_cursor_is_bound_exactly_as_stored(database_url: str, empty_database_url: str):
+    """A varchar cursor column compares as text in the source database: the stored cursor must be
+    the source's own `2025-12-22 00:00:00`, not a re-formatted `2025-12-22T00:00:00`."""
+    from synkro_dagster.connectors.sql import SqlConnector
+    from synkro_dagster.contracts import Integration
+
+    source = sa.create_engine(empty_database_url)
+    with source.begin() as conn:
+        conn.execute(
+            sa.text("create table items (id int primary key, changed varchar(30), v text)")
+        )
+        conn.execute(
+            sa.text(
+                "insert into items values (1, '2025-12-21 10:00:00', 'a'),"
+                " (2, '2025-12-22 00:00:00', 'b')"
+            )
+        )
+    spec = SourceSpec.model_validate(
+        {
+            "name": "legacy",
+            "engine": "sql",
+            "streams": [
+                {
+                    "name": "items",
+                    "primary_key": "id",
+                    "cursor": {"field": "changed"},
+                    "sql": {"table": "items"},
+                }
+            ],
+        }
+    )
+    stream = spec.streams[0]
+    layer = DataLayer(database_url=database_url)
+    integration = Integration("legacy-1", "acme", "legacy", {"url": empty_database_url})
+
+    def sync(run_id: str) -> LoadStats:
+        with SqlConnector().session(spec, integration) as session:
+            return layer.sync(
+                TableTarget.for_stream(spec, stream),
+                lambda start: session.read(stream, start),
+                LoadContext(
+                    tenant_id="acme", integration_id="legacy-1", stream="items", run_id=run_id
+                ),
+            )
+
+    assert sync("run-1").cursor_after == "2025-12-22 00:00:00"
+    with source.begin() as conn:
+        conn.execute(sa.text("update items set v = 'b2' where id = 2"))
+        conn.execute(sa.text("insert into items values (3, '2025-12-22 00:00:00', 'c')"))
+    second = sync("run-2")
+    assert second.rows_read == 2  # the boundary row and the new one at the same instant
+    with sa.create_engine(database_url).connect() as conn:
+        landed = conn.execute(sa.text("select id, v from public.legacy_items order by id")).all()
+    assert [tuple(r) for r in landed] == [(1, "a"), (2, "b2"), (3, "c")]
+    source.dispose()
