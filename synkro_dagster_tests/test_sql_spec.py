@@ -260,7 +260,7 @@ def test_demo_erp_on_sqlite_syncs_incrementally(tmp_path: Path) -> None:
     with SqlConnector(batch_size=7).session(spec, integration) as session:
         read = session.read(spec.stream("customers"), None)
         first = [r for part in read.parts for b in part.batches() for r in b]
-        assert read.column_types["credit_limit"] == "numeric"
+        assert read.column_types["credit_limit"] == "numeric(12,2)"
         assert read.column_types["is_active"] == "boolean"
         assert read.column_types["updated_at"] == "timestamp"
         assert isinstance(first[0]["updated_at"], dt.datetime)
