@@ -550,21 +550,20 @@ def test_a_refused_host_fails_every_remaining_stream_at_once(testapi: SourceSpec
     url, integration = _dead_integration()
     streams = ["page_number", "offset", "cursor", "next_url", "link_header", "single", "bearer"]
     connector = HttpConnector(**{**FAST, "max_retries": 10, "max_connection_failures": 3})
-    errors: dict[str, tuple[HttpSourceError, float]] = {}
+    errors: dict[str, HttpSourceError] = {}
     with connector.session(testapi, integration) as session:
         for stream in streams:
-            started = time.monotonic()
             with pytest.raises(HttpSourceError) as caught:
                 _read(session, testapi, stream)
-            errors[stream] = (caught.value, time.monotonic() - started)
-    first, _ = errors["page_number"]
+            errors[stream] = caught.value
+    first = errors["page_number"]
     # The shared budget stopped the first stream after 3 refusals, not after 11 attempts.
     assert "gave up after 3 attempt(s)" in str(first)
     assert "ConnectError" in str(first) and "3 connection failures in a row" in str(first)
     for stream in streams[1:]:
-        error, seconds = errors[stream]
+        error = errors[stream]
+        # Not attempted at all: no request, no backoff (the message says so, not a stopwatch).
         assert isinstance(error, SourceUnreachableError), stream
-        assert seconds < 0.05, (stream, seconds)  # no request, no backoff
         assert f"stream '{stream}'" in str(error) and "not attempted: ConnectError" in str(error)
         assert url.split("://")[1] in str(error)
 
