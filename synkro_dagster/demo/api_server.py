@@ -321,6 +321,7 @@ class RequestLog:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     response_headers: dict[str, str] = field(default_factory=dict)
+    finished: float | None = None  # when the answer was ready (time.time()), to measure overlap
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -381,6 +382,7 @@ class ApiApp:
             time.sleep(slow.seconds)
         entry.status = response.status
         entry.response_headers = dict(response.headers)
+        entry.finished = time.time()
         return response
 
     def _dispatch(
