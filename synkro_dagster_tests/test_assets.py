@@ -377,3 +377,51 @@ def test_checks_are_per_integration(
     infos = instance.event_log_storage.get_asset_check_partition_info([key])
     status = {i.partition_key: i.latest_execution_status.value for i in infos}
     assert status == {INTEGRATION: "FAILED", "beta-test": "SUCCEEDED"}
+
+
+def test_every_materialization_reports_the_tables_columns_and_the_integrations_row_count(
+    sync: Sync, engine: sa.Engine, api: ApiServer, registry: IntegrationRegistry
+) -> None:
+    registry.add(
+        "acme-second",
+        spec="testapi",
+        tenant="acme",
+        config={"base_url": api.url},
+        secrets=secrets_for_testapi(api),
+    )
+    assert sync(["page_number"], integration="acme-second").success
+    api.store.add("test.items", name="only for the first", value=7)
+    result = sync(["page_number"])
+    assert result.success
+    meta = _metadata(result, "page_number")
+
+    # The row count is this integration's rows, not the shared table's.
+    assert meta["dagster/row_count"] == ITEMS + 1
+    assert len(_rows(engine, "testapi_page_number", "acme-second")) == ITEMS
+
+    # The column schema is the landed table as PostgreSQL has it, in column order.
+    with engine.connect() as conn:
+        landed = conn.execute(
+            sa.text(
+                "select column_name, is_nullable = 'YES' from information_schema.columns"
+                " where table_schema = 'public' and table_name = 'testapi_page_number'"
+                " order by ordinal_position"
+            )
+        ).all()
+    schema: dg.TableSchema = meta["dagster/column_schema"]
+    assert [(c.name, c.constraints.nullable) for c in schema.columns] == [tuple(r) for r in landed]
+    columns = {c.name: c for c in schema.columns}
+    assert columns["id"].type == "integer" and not columns["id"].constraints.nullable
+    assert columns["id"].description == "primary key"
+    assert columns["updated_at"].description == "cursor"
+    assert columns["updated_at"].type.startswith("timestamp")
+    assert "tenant" in columns["tenant_id"].description
+    assert columns["name"].type == "text" and columns["name"].description is None
+
+    # What the event log stores is what the UI's asset page reads.
+    recorded = sync.instance.get_latest_materialization_event(
+        dg.AssetKey(["testapi", "page_number"])
+    )
+    stored = recorded.asset_materialization.metadata
+    assert stored["dagster/row_count"].value == ITEMS + 1
+    assert [c.name for c in stored["dagster/column_schema"].value.columns] == [r[0] for r in landed]

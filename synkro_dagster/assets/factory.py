@@ -272,8 +272,9 @@ def _build_assets(
                 try:
                     # The data layer takes the stream's lock, reads the cursor under it and only
                     # then asks the connector to read from there (initial / lookback applied).
+                    target = TableTarget.for_stream(source, stream)
                     stats = datalayer.sync(
-                        TableTarget.for_stream(source, stream),
+                        target,
                         read_from,
                         LoadContext(
                             tenant_id=integration.tenant,
@@ -291,6 +292,8 @@ def _build_assets(
                         ),
                     )
                     read = reads[-1]
+                    # Read after the commit: the table as readers see it, for the UI's catalog.
+                    catalog = datalayer.table_catalog(target, integration.id)
                 except Exception as exc:  # noqa: BLE001 - one stream's failure must not hide the others
                     message = integration.redact(f"{type(exc).__name__}: {exc}")
                     context.log.error(
@@ -300,6 +303,7 @@ def _build_assets(
                     continue
 
                 metadata: dict[str, Any] = dict(stats.as_metadata())
+                metadata.update(catalog.as_metadata())
                 metadata.update(
                     {
                         "pages": read.stats.pages,

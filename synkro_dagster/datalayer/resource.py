@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from synkro_dagster.contracts import StreamRead
 from synkro_dagster.database import get_engine
+from synkro_dagster.datalayer.catalog import TableCatalog, read_table_catalog
 from synkro_dagster.datalayer.load import (
     DEFAULT_LOCK_TIMEOUT_S,
     LoadContext,
@@ -18,7 +19,15 @@ from synkro_dagster.datalayer.load import (
 )
 from synkro_dagster.datalayer.state import StreamBusy
 
-__all__ = ["DataLayer", "LoadContext", "LoadStats", "ReadFrom", "StreamBusy", "TableTarget"]
+__all__ = [
+    "DataLayer",
+    "LoadContext",
+    "LoadStats",
+    "ReadFrom",
+    "StreamBusy",
+    "TableCatalog",
+    "TableTarget",
+]
 
 
 class DataLayer(dg.ConfigurableResource):
@@ -56,3 +65,7 @@ class DataLayer(dg.ConfigurableResource):
     def get_cursor(self, integration_id: str, stream: str) -> str | None:
         """The stream's committed cursor (None before the first sync)."""
         return stored_cursor(self.get_engine(), integration_id, stream)
+
+    def table_catalog(self, target: TableTarget, integration_id: str) -> TableCatalog:
+        """The landed table's columns and the integration's row count, for the asset catalog."""
+        return read_table_catalog(self.get_engine(), target, integration_id)
