@@ -19,31 +19,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from synkro_dagster.contracts import REDACTED
+from synkro_dagster.errors import UserError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from synkro_dagster.integrations.registry import IntegrationRegistry
 
-# Errors whose message is written for the user; anything else keeps its traceback.
-_USER_ERROR_TYPES: tuple[str, ...] = (
-    "synkro_dagster.integrations.secrets:SecretKeyError",
-    "synkro_dagster.integrations.secrets:SecretDecryptError",
-    "synkro_dagster.integrations.registry:IntegrationError",
-    "synkro_dagster.integrations.registry:IntegrationNotFound",
-    "synkro_dagster.integrations.registry:RegistryNotMigrated",
-    "synkro_dagster.datalayer.migrations:MigrationError",
-    "synkro_dagster.specs.loader:SpecError",
-)
-
 
 def _load(target: str) -> Any:
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    return tuple(_load(target) for target in _USER_ERROR_TYPES)
 
 
 def _database_error_message(exc: Exception) -> str:
@@ -93,7 +79,9 @@ class SynkroGroup(click.Group):
         except sa.exc.DBAPIError as exc:
             raise click.ClickException(_database_error_message(exc)) from None
         except Exception as exc:
-            if isinstance(exc, _user_error_types()):
+            # The class decides: a UserError's message is written for the user (what is wrong,
+            # what to do); anything else is a bug and keeps its traceback.
+            if isinstance(exc, UserError):
                 raise click.ClickException(str(exc)) from None
             raise
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from synkro_dagster.errors import SynkroError
+
 Record = dict[str, Any]
 Batch = list[Record]
 
@@ -143,7 +145,7 @@ def redact(text: str, secret_values: Any) -> str:
     return pattern.sub(REDACTED, text) if pattern is not None else text
 
 
-class SourceDataError(Exception):
+class SourceDataError(SynkroError):
     """Bad source data: the message says what is wrong and where (file, line, column, value)."""
 
 

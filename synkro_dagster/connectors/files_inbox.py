@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from synkro_dagster.errors import UserError
 from synkro_dagster.specs.files import FileOptions
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 
@@ -38,7 +39,7 @@ UPLOAD_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")
 HASH_CHUNK = 1024 * 1024
 
 
-class InboxError(RuntimeError):
+class InboxError(UserError, RuntimeError):
     """The inbox's own layout is unsafe or broken (symlinked folders, a file where a folder must
     be): the run fails before reading, naming the path and what to fix."""
 

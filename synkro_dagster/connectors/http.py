@@ -55,6 +55,7 @@ from synkro_dagster.contracts import (
     StreamRead,
     redact,
 )
+from synkro_dagster.errors import SynkroError, TransientError, UserError
 from synkro_dagster.specs.cursors import render as render_cursor
 from synkro_dagster.specs.http import (
     PLACEHOLDER,
@@ -86,7 +87,7 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-class HttpSourceError(RuntimeError):
+class HttpSourceError(SynkroError, RuntimeError):
     """An HTTP source failed for good: names integration, stream, URL (secrets removed), status
     and a body excerpt."""
 
@@ -95,15 +96,15 @@ class PaginationLoopError(HttpSourceError):
     """The server sent the same page (token, URL or content) twice: reading on would never end."""
 
 
-class SourceUnreachableError(HttpSourceError):
+class SourceUnreachableError(HttpSourceError, TransientError):
     """The host refused (or never answered) too many connections in this session."""
 
 
-class ForbiddenDestinationError(HttpSourceError):
+class ForbiddenDestinationError(HttpSourceError, UserError):
     """A request would go to a scheme or address Synkro never sends source traffic to (SSRF)."""
 
 
-class RedirectRefusedError(HttpSourceError):
+class RedirectRefusedError(HttpSourceError, UserError):
     """A redirect the spec's `follow_redirects` does not allow (e.g. to another origin)."""
 
 

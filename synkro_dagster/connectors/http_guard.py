@@ -20,6 +20,8 @@ import httpcore
 import httpx
 from httpcore._backends.sync import SyncBackend
 
+from synkro_dagster.errors import UserError
+
 ALLOW_ENV = "SYNKRO_HTTP_ALLOW_ADDRESSES"
 ALLOWED_SCHEMES = ("http", "https")
 
@@ -45,7 +47,7 @@ LINK_LOCAL = (
 )
 
 
-class DestinationRefused(Exception):
+class DestinationRefused(UserError):
     """A request would go to a scheme or address Synkro never sends source traffic to."""
 
 

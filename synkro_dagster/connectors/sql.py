@@ -45,6 +45,7 @@ from synkro_dagster.contracts import (
     redact,
 )
 from synkro_dagster.database import DATABASE_URL_ENV, get_engine, sqlalchemy_url
+from synkro_dagster.errors import SynkroError
 from synkro_dagster.specs.cursors import render as render_cursor
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
@@ -73,7 +74,7 @@ Fix = Callable[[Any], Any]
 log = logging.getLogger(__name__)
 
 
-class SqlSourceError(RuntimeError):
+class SqlSourceError(SynkroError, RuntimeError):
     """A sql source cannot be read: names integration, spec, stream and the password-masked URL."""
 
 

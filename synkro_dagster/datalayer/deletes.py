@@ -21,13 +21,15 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from synkro_dagster.errors import UserError
+
 DELETED_AT = "_synkro_deleted_at"
 ALLOW_MASS_DELETE_HINT = "synkro/allow_mass_delete=true"
 # Values of a marker field without `=value` that do not mark a deletion (compared lower-cased).
 NOT_DELETED = ("", "false", "f", "0", "no", "n")
 
 
-class MassDeleteBlocked(Exception):
+class MassDeleteBlocked(UserError):
     """A replace or sweep would remove more of an integration's rows than the stream allows."""
 
 

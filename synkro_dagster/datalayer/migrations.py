@@ -10,6 +10,8 @@ from pathlib import Path
 import sqlalchemy as sa
 import sqlparse
 
+from synkro_dagster.errors import UserError
+
 MIGRATIONS_DIR_ENV = "SYNKRO_MIGRATIONS_DIR"
 _FILE_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[A-Za-z0-9_\-]+)\.sql$")
 # Any constant works; it keeps two processes from migrating the same database at once.
@@ -25,7 +27,7 @@ create table if not exists supabase_migrations.schema_migrations (
 """
 
 
-class MigrationError(RuntimeError):
+class MigrationError(UserError, RuntimeError):
     """A migration file is malformed or failed; the message names the file."""
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from synkro_dagster.errors import TransientError
+
 log = logging.getLogger(__name__)
 
 
@@ -115,7 +117,7 @@ def set_part_rows(conn: sa.Connection, integration_id: str, key: str, rows: int)
     )
 
 
-class StreamBusy(RuntimeError):
+class StreamBusy(TransientError, RuntimeError):
     """Another run held the stream's lock for longer than the data layer's lock timeout."""
 
 

@@ -15,6 +15,7 @@ from croniter import croniter
 from sqlalchemy.dialects.postgresql import JSONB
 
 from synkro_dagster.contracts import Integration
+from synkro_dagster.errors import UserError
 from synkro_dagster.integrations.secrets import SecretBox
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -41,15 +42,15 @@ _sync_state = sa.Table("sync_state", _metadata, sa.Column("integration_id", sa.T
 _processed_files = sa.Table("processed_files", _metadata, sa.Column("integration_id", sa.Text))
 
 
-class IntegrationNotFound(LookupError):
+class IntegrationNotFound(UserError, LookupError):
     """No integration with that id."""
 
 
-class IntegrationError(ValueError):
+class IntegrationError(UserError, ValueError):
     """An integration is invalid or conflicts with another; the message names it and the field."""
 
 
-class RegistryNotMigrated(RuntimeError):
+class RegistryNotMigrated(UserError, RuntimeError):
     """The database has no synkro.integrations table yet."""
 
 

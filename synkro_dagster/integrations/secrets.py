@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from synkro_dagster.errors import UserError
+
 SECRET_KEY_ENV = "INTEGRATION_SECRET_KEY"
 _GENERATE_HINT = (
     'generate one with: python -c "from cryptography.fernet import Fernet; '
@@ -20,11 +22,11 @@ _GENERATE_HINT = (
 )
 
 
-class SecretKeyError(ValueError):
+class SecretKeyError(UserError, ValueError):
     """INTEGRATION_SECRET_KEY is missing or malformed (the message never contains a key)."""
 
 
-class SecretDecryptError(ValueError):
+class SecretDecryptError(UserError, ValueError):
     """A stored token no configured key can decrypt; names the integration, never the token."""
 
 

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from synkro_dagster.errors import UserError
+
 if TYPE_CHECKING:
     from synkro_dagster.specs.models import CursorSpec
 
@@ -33,7 +35,7 @@ _ISO = re.compile(
 _DIGITS_F = re.compile(r"%([1-9])f")
 
 
-class CursorValueError(ValueError):
+class CursorValueError(UserError, ValueError):
     """A stored cursor that the stream's cursor settings cannot use (the message says why)."""
 
 

@@ -10,12 +10,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from synkro_dagster.errors import UserError
 from synkro_dagster.specs.models import SourceSpec
 
 SPECS_DIR_ENV = "SYNKRO_SPECS_DIR"
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec file is broken; the message names the file, the stream and the field."""
 
 
