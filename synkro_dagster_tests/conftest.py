@@ -15,6 +15,11 @@ import sqlalchemy as sa
 from synkro_dagster.database import embedded_database_url, sqlalchemy_url
 from synkro_dagster.datalayer.migrations import migrate
 
+# A sync failing with a transient error is retried after 15 s, 30 s, 60 s in production; tests
+# that expect a failure want it at once. Set before any Definitions are built (at collection).
+# The retry tests turn it on with short delays (test_assets.py).
+os.environ.setdefault("SYNKRO_SYNC_MAX_RETRIES", "0")
+
 LOCAL_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TEMPLATE_DB = f"synkro_tpl_{os.getpid()}"
 

@@ -4,6 +4,8 @@ the real PostgreSQL data layer."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 from synkro_dagster.assets.factory import build_spec_assets, partitions_def_for
 from synkro_dagster.connectors.http import HttpConnector
 from synkro_dagster.datalayer.resource import DataLayer
+from synkro_dagster.datalayer.state import stream_lock_key
 from synkro_dagster.demo.api_server import ApiServer, start_api_server
 from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs import SourceSpec, load_spec_file
@@ -425,3 +428,85 @@ def test_every_materialization_reports_the_tables_columns_and_the_integrations_r
     stored = recorded.asset_materialization.metadata
     assert stored["dagster/row_count"].value == ITEMS + 1
     assert [c.name for c in stored["dagster/column_schema"].value.columns] == [r[0] for r in landed]
+
+
+def _step_events(result: dg.ExecuteInProcessResult, kind: dg.DagsterEventType) -> list:
+    return [e for e in result.all_events if e.event_type == kind]
+
+
+def test_a_busy_stream_is_retried_with_backoff_and_the_sync_then_lands(
+    sync: Sync, engine: sa.Engine, database_url: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("SYNKRO_SYNC_MAX_RETRIES", "6")
+    monkeypatch.setenv("SYNKRO_SYNC_RETRY_DELAY_SECONDS", "0.2")
+    retrying = Sync(sync.spec, sync.instance, database_url)
+    # Another session holds the stream's lock for 1.5 s; the data layer waits 200 ms for it,
+    # then fails with StreamBusy (a transient error): the retry policy tries again later.
+    retrying.resources["datalayer"] = DataLayer(
+        database_url=database_url, stream_lock_timeout_s=0.2
+    )
+    holder = engine.connect()
+    key = stream_lock_key(INTEGRATION, "single")
+    holder.exec_driver_sql("select pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+
+    def release() -> None:
+        holder.exec_driver_sql("select pg_advisory_unlock_all()")
+        holder.close()
+
+    timer = threading.Timer(1.5, release)
+    timer.start()
+    try:
+        result = retrying(["single"])
+    finally:
+        timer.join()
+    assert result.success
+    retries = _step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert retries, "the busy stream should have been retried"
+    assert len(_step_events(result, dg.DagsterEventType.STEP_RESTARTED)) == len(retries)
+    assert _metadata(result, "single")["rows_read"] == ITEMS
+
+
+def test_a_real_lock_timeout_in_the_load_is_retried(
+    sync: Sync, engine: sa.Engine, database_url: str, monkeypatch
+) -> None:
+    assert sync(["single"]).success  # the table exists
+    monkeypatch.setenv("SYNKRO_SYNC_MAX_RETRIES", "6")
+    monkeypatch.setenv("SYNKRO_SYNC_RETRY_DELAY_SECONDS", "0.2")
+    retrying = Sync(sync.spec, sync.instance, database_url)
+    # The data layer gives up on a held table lock after 200 ms: PostgreSQL's 55P03.
+    retrying.resources["datalayer"] = DataLayer(
+        database_url=f"{database_url}?options=-c%20lock_timeout%3D200"
+    )
+    holder = engine.connect()
+    holder.exec_driver_sql("begin; lock table public.testapi_single in access exclusive mode")
+    timer = threading.Timer(1.5, lambda: (holder.rollback(), holder.close()))
+    timer.start()
+    try:
+        result = retrying(["single"], **{FULL_REFRESH_TAG: "true"})
+    finally:
+        timer.join()
+    assert result.success
+    assert _step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert _metadata(result, "single")["rows_read"] == ITEMS
+
+
+def test_a_permanent_failure_fails_at_once_despite_the_retry_policy(
+    sync: Sync, api: ApiServer, database_url: str, registry: IntegrationRegistry, monkeypatch
+) -> None:
+    monkeypatch.setenv("SYNKRO_SYNC_MAX_RETRIES", "3")
+    monkeypatch.setenv("SYNKRO_SYNC_RETRY_DELAY_SECONDS", "30")  # a retry would time the test out
+    retrying = Sync(sync.spec, sync.instance, database_url)
+    assert retrying.assets.op.retry_policy is not None
+    api.fail_after_page("/test/page_number", pages=1, status=404)
+    started = time.monotonic()
+    failed = retrying(["page_number"])
+    assert not failed.success
+    assert not _step_events(failed, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    message = failed.failure_data_for_node("testapi_streams").user_failure_data.description
+    assert "say what to fix" in message
+
+    registry.disable(INTEGRATION)
+    disabled = retrying(["single"])
+    assert not disabled.success
+    assert not _step_events(disabled, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert time.monotonic() - started < 25

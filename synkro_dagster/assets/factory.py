@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import date
 from typing import Any
@@ -18,6 +19,7 @@ from synkro_dagster.assets.checks import (
 )
 from synkro_dagster.connectors.streams import read_stream
 from synkro_dagster.contracts import Integration, StreamRead
+from synkro_dagster.errors import is_transient
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.tags import SPEC_TAG, allows_mass_delete, is_full_refresh, run_tags
 
@@ -86,6 +88,29 @@ class SyncFailed(dg.Failure):
     """One or more streams of a sync failed; the others were still landed."""
 
 
+SYNC_MAX_RETRIES_ENV = "SYNKRO_SYNC_MAX_RETRIES"
+SYNC_RETRY_DELAY_ENV = "SYNKRO_SYNC_RETRY_DELAY_SECONDS"
+
+
+def sync_retry_policy() -> dg.RetryPolicy | None:
+    """How a sync failing only with transient errors (network, lock timeout, serialization
+    failure) is retried: SYNKRO_SYNC_MAX_RETRIES more attempts (default 3), waiting
+    SYNKRO_SYNC_RETRY_DELAY_SECONDS (default 15) doubled each time, with jitter. 0 retries: none.
+
+    Dagster retries the whole step of the multi-asset, so every selected stream runs again; the
+    streams that had landed re-read from their new cursor. A permanent failure raises a Failure
+    with allow_retries=False, which Dagster fails at once whatever the policy says."""
+    retries = int(os.environ.get(SYNC_MAX_RETRIES_ENV, "3"))
+    if retries <= 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=retries,
+        delay=float(os.environ.get(SYNC_RETRY_DELAY_ENV, "15")),
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
 def load_integration(registry: Any, source: SourceSpec, integration_id: str) -> Integration:
     """The partition's integration, refused with a clear message if unknown, disabled or foreign."""
     from synkro_dagster.integrations.registry import IntegrationNotFound
@@ -94,18 +119,21 @@ def load_integration(registry: Any, source: SourceSpec, integration_id: str) -> 
         integration = registry.get(integration_id)
     except IntegrationNotFound:
         raise dg.Failure(
+            allow_retries=False,
             description=f"integration '{integration_id}' is not in the registry "
-            f"(add it with `synkro integrations add {integration_id} --spec {source.name} ...`)"
+            f"(add it with `synkro integrations add {integration_id} --spec {source.name} ...`)",
         ) from None
     if integration.spec != source.name:
         raise dg.Failure(
+            allow_retries=False,
             description=f"integration '{integration_id}' uses spec '{integration.spec}', "
-            f"not '{source.name}'"
+            f"not '{source.name}'",
         )
     if not integration.enabled:
         raise dg.Failure(
+            allow_retries=False,
             description=f"integration '{integration_id}' is disabled; "
-            f"enable it with `synkro integrations enable {integration_id}`"
+            f"enable it with `synkro integrations enable {integration_id}`",
         )
     return integration
 
@@ -229,6 +257,7 @@ def _build_assets(
         for spec in check_specs_for(key, f"{source.name}/{stream.name}", source.engine, partitions)
     ]
     connector_key = connector_resource_key(source.engine)
+    retry_policy = sync_retry_policy()
 
     @dg.multi_asset(
         name=name,
@@ -240,8 +269,25 @@ def _build_assets(
         required_resource_keys={DATALAYER_RESOURCE, connector_key},
         description=source.description or None,
         op_tags={SPEC_TAG: source.name},
+        retry_policy=retry_policy,
     )
     def _sync(context):  # an AssetExecutionContext (annotations are strings here)
+        if retry_policy is None:
+            yield from _sync_streams(context)
+            return
+        try:
+            yield from _sync_streams(context)
+        except dg.Failure:
+            raise  # its allow_retries already says whether a retry could help
+        except Exception as exc:
+            # Only a transient failure is worth the retry policy's wait; anything else fails now.
+            if is_transient(exc):
+                raise
+            raise dg.Failure(
+                description=f"{type(exc).__name__}: {exc}", allow_retries=False
+            ) from exc
+
+    def _sync_streams(context: Any) -> Any:
         datalayer = getattr(context.resources, DATALAYER_RESOURCE)
         connector = getattr(context.resources, connector_key)
         registry = IntegrationRegistry(datalayer.get_engine())
@@ -251,6 +297,7 @@ def _build_assets(
         full_refresh = is_full_refresh(context.run.tags)
         selected_checks = context.selected_asset_check_keys
         failures: list[str] = []
+        transient: list[bool] = []  # per failure: whether a retry could cure it
 
         with connector.session(source, integration) as session:
             for key, stream in streams.items():
@@ -300,6 +347,7 @@ def _build_assets(
                         f"stream '{stream.name}' of '{integration.id}' failed: {message}"
                     )
                     failures.append(f"{stream.name}: {message}")
+                    transient.append(is_transient(exc))
                     continue
 
                 metadata: dict[str, Any] = dict(stats.as_metadata())
@@ -353,9 +401,16 @@ def _build_assets(
                 )
 
         if failures:
+            retry = all(transient)
             raise SyncFailed(
-                description=f"{len(failures)} stream(s) of integration '{integration.id}' failed",
+                description=f"{len(failures)} stream(s) of integration '{integration.id}' failed"
+                + (
+                    " with transient errors; the run retries them"
+                    if retry
+                    else "; the messages below say what to fix, then rerun the partition"
+                ),
                 metadata={"failed_streams": "\n".join(failures)},
+                allow_retries=retry,
             )
 
     return _sync
