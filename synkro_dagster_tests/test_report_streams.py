@@ -82,12 +82,16 @@ def test_a_run_replaces_exactly_one_day_of_one_integration(
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shop__integrations", ["acme-shop", "beta-shop"])
 
-        def run(day: str, integration: str) -> dg.ExecuteInProcessResult:
+        def run(
+            day: str, integration: str, tags: dict[str, str] | None = None
+        ) -> dg.ExecuteInProcessResult:
             return dg.materialize(
                 [report],
                 partition_key=report_partition_key(day, integration),
                 instance=instance,
                 resources=resources,
+                tags=tags,
+                raise_on_error=False,
             )
 
         for day, integration in [
@@ -120,9 +124,17 @@ def test_a_run_replaces_exactly_one_day_of_one_integration(
         meta = materialization.event_specific_data.materialization.metadata
         assert meta["rows_deleted"].value == 5 and meta["period"].value == "2026-01-02"
 
-        # An empty day still replaces: its rows go.
+        # An empty answer for a day that holds most of the integration's rows (5 of 6) is held
+        # to max_delete_fraction like any replace: the run fails loudly and nothing changes.
         api.store.reports["2026-01-01"] = []
-        assert run("2026-01-01", "acme-shop").success
+        kept = _rows(engine)
+        blocked = run("2026-01-01", "acme-shop")
+        assert not blocked.success
+        failure = blocked.failure_data_for_node(report.node_def.name)
+        assert failure is not None and "max_delete_fraction" in str(failure)
+        assert _rows(engine) == kept
+        # With the explicit override the empty day replaces: its rows go.
+        assert run("2026-01-01", "acme-shop", {"synkro/allow_mass_delete": "true"}).success
         assert not [r for r in _rows(engine) if r[:2] == ("acme-shop", "2026-01-01")]
 
         # The request carried the day the partition names.

@@ -734,10 +734,12 @@ class _Load(TypedStaging):
         loading = loading or bool(self.stats.parts_loaded)
         mode = self.target.write_mode
         if self.partitioned and not self.columns:
-            # An empty period still replaces what was landed for it before.
+            # An empty period still replaces what was landed for it before (if the guard agrees).
             self.lock_target()
-            if types.existing_columns(self.conn, self.schema, self.table) is not None:
+            exists = types.existing_columns(self.conn, self.schema, self.table) is not None
+            if exists and not self.replaced:
                 self.delete_partition()
+                self.replaced = True
             return
         if not self.columns:
             if mode == "replace" and loading and not self.replaced:
@@ -857,6 +859,17 @@ class _Load(TypedStaging):
     def finish_deletes(self) -> None:
         """After the last part: sweep (if the read was complete), then the mass-delete guard."""
         mode = self.target.write_mode
+        if self.partitioned:
+            # A period's replace is held to the same guard, measured against all of the
+            # integration's rows: an empty answer for a period may not silently empty the table.
+            if self.replaced and self.rows_before:
+                after = self.live_rows()
+                self.check_guard(
+                    f"replace of period {self.context.partition}",
+                    self.rows_before - after,
+                    self.rows_before,
+                )
+            return
         if mode == "replace" and self.replaced and self.rows_before:
             row = self.fetch_one(
                 deletes.live_rows(self.target_sql, self.context.integration_id, soft=False)
@@ -1307,6 +1320,7 @@ class _Load(TypedStaging):
         """Delete this integration's rows of the run's period (and no other)."""
         column = self.target.partition_column
         assert column is not None and self.context.partition is not None
+        self.rows_before = self.live_rows()
         self.cursor.execute(
             sql.SQL("delete from {} where integration_id = {} and {}::text = {}").format(
                 self.target_sql,
