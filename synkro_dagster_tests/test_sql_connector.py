@@ -18,7 +18,7 @@ from synkro_dagster.contracts import Integration, StreamRead
 from synkro_dagster.demo.erp_source import create_demo_erp, touch_demo_erp
 from synkro_dagster.specs.cursors import read_start
 from synkro_dagster.specs.loader import load_specs
-from synkro_dagster.specs.models import SourceSpec
+from synkro_dagster.specs.models import ConfigField, SourceSpec
 
 MARIADB_ROOT_URL = "mysql+pymysql://root@127.0.0.1:3306/"
 
@@ -514,3 +514,21 @@ def test_mixed_case_schema_table_and_columns_are_quoted(pg_source_url: str) -> N
     with SqlConnector().session(spec, _integration(pg_source_url)) as session:
         rows = _rows(session.read(spec.streams[0], "2026-01-02T10:00:00"))
     assert rows == [{"Id": 2, "Changed At": dt.datetime(2026, 1, 2, 10), "select": "b"}]
+
+
+def test_a_spec_config_default_is_used_when_the_integration_gives_none(pg_source_url: str) -> None:
+    """The registry accepts an integration that relies on a spec's documented `config` default;
+    the SQL engine resolves config the same way (it used to fail with "no 'url'")."""
+    create_demo_erp(pg_source_url, rows=5)
+    erp = load_specs()["erp"]
+    spec = erp.model_copy(
+        update={"config": {"url": ConfigField(description="the ERP", default=pg_source_url)}}
+    )
+    assert spec.missing_config({}) == []
+    relying = Integration(id="acme_erp", tenant="acme", spec="erp", config={})
+    with SqlConnector().session(spec, relying) as session:
+        rows = _rows(session.read(spec.stream("customers"), None))
+    assert [r["id"] for r in rows] == [1, 2, 3, 4, 5]
+    # The integration's own value still wins over the default.
+    wins = spec.resolve_config({"url": "sqlite:///elsewhere.db"})
+    assert wins["url"] == "sqlite:///elsewhere.db"

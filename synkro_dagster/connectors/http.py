@@ -471,17 +471,8 @@ class HttpSession:
     # -- config, secrets, redaction
 
     def _resolve_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            name: field.default
-            for name, field in self.source.config.items()
-            if field.default is not None
-        }
-        config.update(self.integration.config)
-        missing = [
-            name
-            for name, field in self.source.config.items()
-            if field.required and config.get(name) in (None, "")
-        ]
+        config = self.source.resolve_config(self.integration.config)
+        missing = self.source.missing_config(self.integration.config)
         if missing:
             raise HttpSourceError(
                 f"integration '{self.integration.id}': config {', '.join(map(repr, missing))} "

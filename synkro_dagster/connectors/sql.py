@@ -380,7 +380,8 @@ class SqlSession:
 
     def _build_url(self) -> URL:
         key = self._options.url_config
-        raw = self._integration.config.get(key)
+        # The spec's `config` defaults apply here as in every engine (and the registry).
+        raw = self._source.resolve_config(self._integration.config).get(key)
         if not raw:
             raise self._error(None, f"the integration's config has no '{key}' (a SQLAlchemy URL)")
         try:

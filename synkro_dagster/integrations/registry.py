@@ -130,12 +130,13 @@ def validate_against_spec(
             (secrets or {}) if given_secrets is None else given_secrets,
             source.secrets,
         )
-    for name, field in source.config.items():
-        if field.required and field.default is None and _blank(config.get(name)):
-            raise IntegrationError(
-                f"integration '{integration_id}': spec '{spec}' requires config '{name}' "
-                f"(--config {name}=...)"
-            )
+    # The same resolution the engines apply: a spec default satisfies a required name.
+    missing = source.missing_config(config)
+    if missing:
+        raise IntegrationError(
+            f"integration '{integration_id}': spec '{spec}' requires config '{missing[0]}' "
+            f"(--config {missing[0]}=...)"
+        )
     if secrets is None:
         return
     for name, secret in source.secrets.items():

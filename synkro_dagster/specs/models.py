@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -461,6 +462,24 @@ class SourceSpec(StrictModel):
 
     def naming_for(self, stream: StreamSpec) -> Naming:
         return stream.naming or self.naming
+
+    def resolve_config(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """An integration's config as every engine and the registry see it: the spec's `config`
+        defaults, overridden by what the integration gives."""
+        resolved: dict[str, Any] = {
+            name: field.default for name, field in self.config.items() if field.default is not None
+        }
+        resolved.update(given)
+        return resolved
+
+    def missing_config(self, given: Mapping[str, Any]) -> list[str]:
+        """The required config names still blank after the spec's defaults are applied."""
+        resolved = self.resolve_config(given)
+        return [
+            name
+            for name, field in self.config.items()
+            if field.required and (resolved.get(name) is None or str(resolved[name]).strip() == "")
+        ]
 
     def landed(self, stream: StreamSpec, field: str) -> str:
         """The column the source field `field` of `stream` lands in (rename, naming)."""
