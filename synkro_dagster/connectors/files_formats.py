@@ -42,8 +42,6 @@ MAX_JSON_DEPTH = limits.JSON_DEPTH.default
 DELIMITERS = (";", ",", "\t")
 TEXT_BUFFER = 1024 * 1024
 
-Located = tuple[int | str, Any]
-
 
 @dataclass
 class RawBatch:

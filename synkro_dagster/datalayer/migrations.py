@@ -64,20 +64,6 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-def applied_versions(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        exists = conn.exec_driver_sql(
-            "select to_regclass('supabase_migrations.schema_migrations')"
-        ).scalar()
-        if not exists:
-            return set()
-        return set(
-            conn.exec_driver_sql("select version from supabase_migrations.schema_migrations")
-            .scalars()
-            .all()
-        )
-
-
 def migrate(engine: sa.Engine, directory: Path | None = None) -> list[Migration]:
     """Apply pending migrations, each in its own transaction; return the ones applied.
 
