@@ -100,12 +100,13 @@ def sync_retry_policy() -> dg.RetryPolicy | None:
     Dagster retries the whole step of the multi-asset, so every selected stream runs again; the
     streams that had landed re-read from their new cursor. A permanent failure raises a Failure
     with allow_retries=False, which Dagster fails at once whatever the policy says."""
-    retries = int(os.environ.get(SYNC_MAX_RETRIES_ENV, "3"))
+    # Empty counts as unset: .env.example lists the names empty so run containers receive them.
+    retries = int(os.environ.get(SYNC_MAX_RETRIES_ENV) or "3")
     if retries <= 0:
         return None
     return dg.RetryPolicy(
         max_retries=retries,
-        delay=float(os.environ.get(SYNC_RETRY_DELAY_ENV, "15")),
+        delay=float(os.environ.get(SYNC_RETRY_DELAY_ENV) or "15"),
         backoff=dg.Backoff.EXPONENTIAL,
         jitter=dg.Jitter.PLUS_MINUS,
     )
