@@ -4,6 +4,7 @@ real files, into the real PostgreSQL data layer."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -204,7 +205,10 @@ def test_sql_source_select_rename_naming_and_hash(
             )
         ).scalars()
         assert list(pk) == ["integration_id", "invoice_no"]
-    assert layer.get_cursor("acme-ledger", "invoices").startswith("2026-01-03T10:00:00")
+    # A typed source column: the cursor is the column's value as PostgreSQL writes it.
+    cursor = layer.get_cursor("acme-ledger", "invoices")
+    assert cursor is not None
+    assert dt.datetime.fromisoformat(cursor).replace(tzinfo=None) == dt.datetime(2026, 1, 3, 10)
 
 
 def test_files_source_select_rename_and_hash(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -175,6 +176,9 @@ def test_arrow_widening_inside_typed_staging(layer: DataLayer, engine: sa.Engine
 
 def test_a_crash_during_an_arrow_load_changes_nothing(layer: DataLayer, engine: sa.Engine) -> None:
     layer.load(target(), read(arrow(records(1, 10))), context())
+    cursor = layer.get_cursor("acme", "orders")
+    assert cursor is not None
+    assert dt.datetime.fromisoformat(cursor) == dt.datetime(2026, 1, 1, 0, 0, 10, tzinfo=dt.UTC)
 
     def failing():
         yield arrow(records(1, 10, changed=True))
@@ -182,7 +186,7 @@ def test_a_crash_during_an_arrow_load_changes_nothing(layer: DataLayer, engine: 
 
     with pytest.raises(RuntimeError, match="source went away"):
         layer.load(target(), StreamRead(parts=iter([BatchesPart(failing())])), context(run="run-2"))
-    assert layer.get_cursor("acme", "orders") == "2026-01-01T00:00:10+00:00"
+    assert layer.get_cursor("acme", "orders") == cursor
     with engine.connect() as conn:
         runs = conn.execute(sa.text(f"select distinct _synkro_run_id from {TABLE}")).all()
     assert runs == [("run-1",)]
