@@ -434,14 +434,38 @@ def _step_events(result: dg.ExecuteInProcessResult, kind: dg.DagsterEventType) -
     return [e for e in result.all_events if e.event_type == kind]
 
 
+def _release_after_first_retry(
+    instance: dg.DagsterInstance, release: Any, limit_s: float = 60.0
+) -> threading.Thread:
+    """Calls `release` once a run of `instance` is up for retry (or after `limit_s`), so the held
+    lock is certainly met by the first attempt and gone for a later one, however slow the host."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            for run in instance.get_runs():
+                if any(
+                    e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+                    for e in instance.all_logs(run.run_id)
+                ):
+                    release()
+                    return
+            time.sleep(0.05)
+        release()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_a_busy_stream_is_retried_with_backoff_and_the_sync_then_lands(
     sync: Sync, engine: sa.Engine, database_url: str, monkeypatch
 ) -> None:
     monkeypatch.setenv("SYNKRO_SYNC_MAX_RETRIES", "6")
     monkeypatch.setenv("SYNKRO_SYNC_RETRY_DELAY_SECONDS", "0.2")
     retrying = Sync(sync.spec, sync.instance, database_url)
-    # Another session holds the stream's lock for 1.5 s; the data layer waits 200 ms for it,
-    # then fails with StreamBusy (a transient error): the retry policy tries again later.
+    # Another session holds the stream's lock until the first retry; the data layer waits 200 ms
+    # for it, then fails with StreamBusy (a transient error): the retry policy tries again later.
     retrying.resources["datalayer"] = DataLayer(
         database_url=database_url, stream_lock_timeout_s=0.2
     )
@@ -453,12 +477,11 @@ def test_a_busy_stream_is_retried_with_backoff_and_the_sync_then_lands(
         holder.exec_driver_sql("select pg_advisory_unlock_all()")
         holder.close()
 
-    timer = threading.Timer(1.5, release)
-    timer.start()
+    watcher = _release_after_first_retry(sync.instance, release)
     try:
         result = retrying(["single"])
     finally:
-        timer.join()
+        watcher.join()
     assert result.success
     retries = _step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)
     assert retries, "the busy stream should have been retried"
@@ -479,12 +502,11 @@ def test_a_real_lock_timeout_in_the_load_is_retried(
     )
     holder = engine.connect()
     holder.exec_driver_sql("begin; lock table public.testapi_single in access exclusive mode")
-    timer = threading.Timer(1.5, lambda: (holder.rollback(), holder.close()))
-    timer.start()
+    watcher = _release_after_first_retry(sync.instance, lambda: (holder.rollback(), holder.close()))
     try:
         result = retrying(["single"], **{FULL_REFRESH_TAG: "true"})
     finally:
-        timer.join()
+        watcher.join()
     assert result.success
     assert _step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)
     assert _metadata(result, "single")["rows_read"] == ITEMS
