@@ -439,7 +439,14 @@ def test_schedules_alerts_and_backfills_through_the_daemon(stack: Stack):
 
     [scheduled] = wait_for(
         "the scheduled run of acme-shop to finish",
-        lambda: _finished(stack, {"synkro/integration": "acme-shop"}),
+        # The spec's streams; the same cron also starts the daily report's own job.
+        lambda: _finished(
+            stack,
+            {
+                "synkro/integration": "acme-shop",
+                "dagster/sensor_name": "shop_integration_schedules",
+            },
+        ),
         timeout=240,
     )[:1]
     failed = wait_for(
@@ -602,7 +609,8 @@ def test_ui_asset_catalog_lists_the_synkro_assets(stack: Stack):
     dom = wait_for(
         "the asset catalog to render the shop assets",
         lambda: (lambda out: out if "orders" in out and "shop" in out else "")(
-            _browse(stack, url, "--dump-dom").stdout
+            # The catalog is a virtualized list: a tall window renders every row.
+            _browse(stack, url, "--window-size=1400,8000", "--dump-dom").stdout
         ),
         timeout=120,
         every=2,
