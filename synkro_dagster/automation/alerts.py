@@ -76,17 +76,24 @@ class FailureAlert:
 
 def webhook_payload(alert: FailureAlert, fmt: str, chat_id: str | None = None) -> dict[str, Any]:
     """The JSON body for `fmt` (generic, slack or telegram)."""
+    return format_payload("synkro.run_failed", asdict(alert), alert.summary(), fmt, chat_id)
+
+
+def format_payload(
+    event: str, fields: dict[str, Any], summary: str, fmt: str, chat_id: str | None = None
+) -> dict[str, Any]:
+    """An alert's JSON body in `fmt`: every field (generic), or its one-line summary (chats)."""
     if fmt == "generic":
-        return {"event": "synkro.run_failed", **asdict(alert)}
+        return {"event": event, **fields}
     if fmt == "slack":
-        return {"text": alert.summary()}
+        return {"text": summary}
     if fmt == "telegram":
         if not chat_id:
             raise ValueError(
                 f"{settings.ALERT_WEBHOOK_FORMAT_ENV}=telegram needs "
                 f"{settings.ALERT_TELEGRAM_CHAT_ID_ENV} (the chat that receives alerts)"
             )
-        return {"chat_id": chat_id, "text": alert.summary(), "disable_web_page_preview": True}
+        return {"chat_id": chat_id, "text": summary, "disable_web_page_preview": True}
     raise ValueError(
         f"{settings.ALERT_WEBHOOK_FORMAT_ENV}={fmt!r}: use one of {', '.join(FORMATS)}"
     )

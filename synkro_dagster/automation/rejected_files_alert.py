@@ -22,8 +22,8 @@ import dagster as dg
 from synkro_dagster.assets.checks import FILES_REJECTED
 from synkro_dagster.automation import settings
 from synkro_dagster.automation.alerts import (
-    FORMATS,
     PARTITION_TAG,
+    format_payload,
     post_webhook,
     redact_secrets,
     safe_webhook_target,
@@ -77,20 +77,7 @@ def rejection_payload(
     alert: RejectedFilesAlert, fmt: str, chat_id: str | None = None
 ) -> dict[str, Any]:
     """The JSON body for `fmt` (generic, slack or telegram), like the run-failure alert's."""
-    if fmt == "generic":
-        return {"event": EVENT, **asdict(alert)}
-    if fmt == "slack":
-        return {"text": alert.summary()}
-    if fmt == "telegram":
-        if not chat_id:
-            raise ValueError(
-                f"{settings.ALERT_WEBHOOK_FORMAT_ENV}=telegram needs "
-                f"{settings.ALERT_TELEGRAM_CHAT_ID_ENV} (the chat that receives alerts)"
-            )
-        return {"chat_id": chat_id, "text": alert.summary(), "disable_web_page_preview": True}
-    raise ValueError(
-        f"{settings.ALERT_WEBHOOK_FORMAT_ENV}={fmt!r}: use one of {', '.join(FORMATS)}"
-    )
+    return format_payload(EVENT, asdict(alert), alert.summary(), fmt, chat_id)
 
 
 def _metadata_value(metadata: Mapping[str, Any], key: str) -> Any:
