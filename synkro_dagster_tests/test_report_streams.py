@@ -157,7 +157,7 @@ def test_backfill_a_date_range_through_dagster(engine, tmp_path, monkeypatch) ->
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     args = ["shop", "--integration", "acme-shop", "--from", "2026-01-30", "--to", "2026-02-02"]
 
-    dry = CliRunner().invoke(backfill, [*args, "--dry-run", "-m", "synkro_dagster.definitions"])
+    dry = CliRunner().invoke(backfill, [*args, "--dry-run", "-m", "synkro"])
     assert dry.exit_code == 0, dry.output
     assert "-j sync_shop__daily_sales" in dry.output
     expected = [f"{d}|acme-shop" for d in ("2026-01-30", "2026-01-31", "2026-02-01", "2026-02-02")]
@@ -172,7 +172,7 @@ def test_backfill_a_date_range_through_dagster(engine, tmp_path, monkeypatch) ->
     half = CliRunner().invoke(backfill, ["shop", "--from", "2026-02-02"])
     assert half.exit_code != 0 and "give both --from and --to" in half.output
 
-    result = CliRunner().invoke(backfill, [*args, "-m", "synkro_dagster.definitions"])
+    result = CliRunner().invoke(backfill, [*args, "-m", "synkro"])
     assert result.exit_code == 0, result.output
     assert "submitted (sync_shop__daily_sales)" in result.output
     with dg.DagsterInstance.get() as instance:
