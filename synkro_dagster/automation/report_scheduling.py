@@ -26,6 +26,7 @@ from synkro_dagster.automation.scheduling import (
     RegistryFactory,
     _read_cursor,
     _write_cursor,
+    add_missing_partitions,
     due_integrations,
 )
 from synkro_dagster.integrations.registry import IntegrationRegistry
@@ -90,19 +91,11 @@ def build_report_scheduling_sensor(
                 skip_reason=f"no integration of '{source.name}' is due for '{stream.name}'",
                 cursor=cursor,
             )
-        known = set(context.instance.get_dynamic_partitions(partitions_name))
-        missing = sorted({d.entry.id for d in due} - known)
         return dg.SensorResult(
             run_requests=requests,
             cursor=cursor,
-            dynamic_partitions_requests=(
-                [
-                    dg.AddDynamicPartitionsRequest(
-                        partitions_def_name=partitions_name, partition_keys=missing
-                    )
-                ]
-                if missing
-                else None
+            dynamic_partitions_requests=add_missing_partitions(
+                context.instance, partitions_name, (d.entry.id for d in due)
             ),
         )
 

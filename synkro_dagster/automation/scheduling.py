@@ -116,11 +116,8 @@ def build_scheduling_sensor(
                 f"{evaluated_at.isoformat()})",
                 cursor=cursor,
             )
-        # A run for a partition Dagster does not know yet would fail the tick; add it here in
-        # the same result rather than wait for the registry sensor's next tick.
-        known = set(context.instance.get_dynamic_partitions(partitions_name))
-        missing = sorted({d.entry.id for d in due} - known)
-        # Each partition is known to exist now (read above, or added below). Giving a request
+        # A partition Dagster does not know yet is added in the same result (below) rather than
+        # waiting for the registry sensor's next tick, so each one exists. Giving a request
         # the job's partition tags up front spares Dagster re-checking every key against the
         # instance one query at a time, which dominated ticks with hundreds of due integrations.
         job = (
@@ -151,15 +148,22 @@ def build_scheduling_sensor(
         return dg.SensorResult(
             run_requests=requests,
             cursor=cursor,
-            dynamic_partitions_requests=(
-                [
-                    dg.AddDynamicPartitionsRequest(
-                        partitions_def_name=partitions_name, partition_keys=missing
-                    )
-                ]
-                if missing
-                else None
+            dynamic_partitions_requests=add_missing_partitions(
+                context.instance, partitions_name, (d.entry.id for d in due)
             ),
         )
 
     return integration_schedules
+
+
+def add_missing_partitions(
+    instance: dg.DagsterInstance, partitions_name: str, keys: Iterable[str]
+) -> list[dg.AddDynamicPartitionsRequest] | None:
+    """The request adding the keys Dagster does not know yet, so a run for them in the same
+    sensor result does not fail the tick (None when every key is known)."""
+    missing = sorted(set(keys) - set(instance.get_dynamic_partitions(partitions_name)))
+    if not missing:
+        return None
+    return [
+        dg.AddDynamicPartitionsRequest(partitions_def_name=partitions_name, partition_keys=missing)
+    ]
