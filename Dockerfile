@@ -29,16 +29,17 @@ ARG SYNKRO_EXTRAS=""
 
 WORKDIR /app
 
-# Dependency layer: only pyproject.toml is copied, so this layer is rebuilt when the dependencies
-# change, not on every source edit. The list installed is exactly pyproject's [project]
-# dependencies (plus the chosen extras): no second, hand-kept version list.
-COPY pyproject.toml deploy/requirements.py /tmp/build/
+# Dependency layer: only pyproject.toml and requirements.lock are copied, so this layer is rebuilt
+# when the dependencies change, not on every source edit. What is installed is pyproject's
+# [project] dependencies (plus the chosen extras), each package at the exact version of
+# requirements.lock: the versions `./run test` tested, so a rebuild installs the same image.
+COPY pyproject.toml requirements.lock deploy/requirements.py /tmp/build/
 RUN python /tmp/build/requirements.py /tmp/build/pyproject.toml "$SYNKRO_EXTRAS" > /tmp/build/requirements.txt
 # Extra pip options, e.g. the wheelhouse's (above); empty: the package index.
 ARG PIP_INSTALL_OPTIONS=""
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,from=wheelhouse,source=/wheels,target=/tmp/wheels \
-    pip install $PIP_INSTALL_OPTIONS -r /tmp/build/requirements.txt
+    pip install $PIP_INSTALL_OPTIONS -r /tmp/build/requirements.txt -c /tmp/build/requirements.lock
 
 # The project itself, without touching the dependencies installed above; `pip check` fails the
 # build if the source now needs something the dependency layer lacks.

@@ -1,11 +1,12 @@
 """The production deployment, proved without a Docker engine: the compose stack's shape, the Dagster
 instance config against a real PostgreSQL, the run launcher config through Dagster's and docker-py's
 own validation, the Caddyfile through a real Caddy, the entrypoint against a real PostgreSQL, and the
-image installing exactly pyproject.toml's dependencies."""
+image installing exactly pyproject.toml's dependencies at requirements.lock's versions."""
 
 from __future__ import annotations
 
 import http.server
+import importlib.metadata
 import os
 import re
 import shutil
@@ -29,6 +30,10 @@ from dagster._config import process_config, validate_config
 from dagster._core.instance.config import dagster_instance_config_schema
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 from dagster_docker import DockerRunLauncher
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from synkro_dagster.tags import INTEGRATION_TAG, SPEC_TAG
 
@@ -827,11 +832,113 @@ def test_image_installs_exactly_pyprojects_dependencies():
         if "pip install" in line
     ]
     assert pip_commands == [
-        "$PIP_INSTALL_OPTIONS -r /tmp/build/requirements.txt",
+        "$PIP_INSTALL_OPTIONS -r /tmp/build/requirements.txt -c /tmp/build/requirements.lock",
         "$PIP_INSTALL_OPTIONS --no-deps /tmp/src && pip check && rm -rf /tmp/src /tmp/build",
     ]
     # Empty unless a build installs from a wheelhouse (deploy/stacktest/wheelhouse.sh).
     assert 'ARG PIP_INSTALL_OPTIONS=""' in dockerfile
+
+
+def _locked() -> dict[str, list[tuple[str, Marker | None]]]:
+    """requirements.lock as {normalized name: [(version, marker or None)]}; every line an exact pin."""
+    locked: dict[str, list[tuple[str, Marker | None]]] = {}
+    for number, line in enumerate(
+        (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines(), 1
+    ):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        requirement = Requirement(line)
+        pins = [spec for spec in requirement.specifier if spec.operator == "=="]
+        assert len(pins) == 1 and len(requirement.specifier) == 1, (
+            f"requirements.lock line {number} is not one exact pin: {line!r}"
+        )
+        locked.setdefault(canonicalize_name(requirement.name), []).append(
+            (pins[0].version, requirement.marker)
+        )
+    return locked
+
+
+# The environments the project runs in: the image (3.12, and the stack test's 3.11 base) and
+# ./run's virtualenv on any supported Python.
+LINUX_PYTHONS = [
+    {
+        "python_version": version,
+        "python_full_version": f"{version}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
+    for version in ("3.11", "3.12", "3.13")
+]
+
+
+def test_lock_file_pins_every_declared_dependency_at_a_version_pyproject_allows():
+    """requirements.lock cannot drift from pyproject.toml: each dependency and each extra's
+    dependency has one locked version on every supported Python, inside pyproject's bounds."""
+    locked = _locked()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = list(project["dependencies"])
+    for group in project["optional-dependencies"].values():
+        declared += group
+    for line in declared:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{requirement.name} is in pyproject.toml but not locked: ./run lock"
+        for environment in LINUX_PYTHONS:
+            if requirement.marker and not requirement.marker.evaluate(environment):
+                continue
+            versions = [
+                version
+                for version, marker in locked[name]
+                if marker is None or marker.evaluate(environment)
+            ]
+            assert len(versions) == 1, (name, environment["python_version"], versions)
+            assert requirement.specifier.contains(versions[0], prereleases=True), (
+                f"requirements.lock has {name}=={versions[0]}, pyproject.toml asks {line!r}:"
+                " ./run lock"
+            )
+
+
+def test_lock_file_keeps_dagster_core_and_libraries_in_lockstep():
+    """Core 1.N.x and its libraries 0.(N+16).x are released together; mixing releases breaks."""
+    locked = {name: versions for name, versions in _locked().items() if name.startswith("dagster")}
+    core = Version(locked["dagster"][0][0])
+    library = f"0.{core.minor + 16}.{core.micro}"
+    assert {"dagster-postgres", "dagster-docker", "dagster-k8s"} <= set(locked)
+    for name, versions in locked.items():
+        for version, _ in versions:
+            assert version in (str(core), library), f"{name}=={version} next to dagster=={core}"
+
+
+def test_the_tested_environment_is_the_locked_one():
+    """What this test run imports is what the image installs: every package the project needs,
+    followed through its dependencies as installed here, is locked at the installed version."""
+    locked = {name: {version for version, _ in pins} for name, pins in _locked().items()}
+    seen: set[tuple[str, frozenset[str]]] = set()
+    queue: list[tuple[str, frozenset[str]]] = [("synkro-dagster", frozenset({"dev"}))]
+    while queue:
+        name, extras = queue.pop()
+        distribution = importlib.metadata.distribution(name)
+        key = canonicalize_name(distribution.metadata["Name"])
+        if key != "synkro-dagster":
+            assert distribution.version in locked.get(key, set()), (
+                f"{key} {distribution.version} is installed but requirements.lock has"
+                f" {sorted(locked.get(key, set()))}: ./run lock, or reinstall with ./run"
+            )
+        for line in distribution.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker and not any(
+                requirement.marker.evaluate({"extra": extra}) for extra in extras or {""}
+            ):
+                continue
+            child = canonicalize_name(requirement.name)
+            if (child, frozenset(requirement.extras)) not in seen:
+                seen.add((child, frozenset(requirement.extras)))
+                queue.append((child, frozenset(requirement.extras)))
+    assert len(seen) > 50  # the walk followed dagster's tree, not just the top level
 
 
 def test_dockerfile_caches_dependencies_and_runs_unprivileged():

@@ -14,7 +14,10 @@ python=${PYTHON:-python3}
 requirements=$("$python" "$root/deploy/requirements.py" "$root/pyproject.toml" "$extras")
 # The build backend the project's own install needs (pyproject.toml [build-system]).
 requirements+=$'\n'$("$python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' "$root/pyproject.toml")
-if [ -f "$dir/.requirements" ] && [ "$(cat "$dir/.requirements")" = "$requirements" ]; then
+# The image installs them at requirements.lock's versions: the wheelhouse holds those.
+lock="$root/requirements.lock"
+stamp=$(printf '%s\n' "$requirements" | cat - "$lock")
+if [ -f "$dir/.requirements" ] && [ "$(cat "$dir/.requirements")" = "$stamp" ]; then
   exit 0
 fi
 mkdir -p "$dir"
@@ -24,6 +27,6 @@ printf '%s\n' "$requirements" >"$dir/requirements.txt"
 "$python" -m pip download --quiet --disable-pip-version-check --dest "$dir" \
   --only-binary=:all: --implementation cp --python-version 3.11 \
   --abi cp311 --abi abi3 --abi none "${platforms[@]}" \
-  -r "$dir/requirements.txt"
+  -r "$dir/requirements.txt" -c "$lock"
 rm -f "$dir/requirements.txt"
-printf '%s' "$requirements" >"$dir/.requirements"
+printf '%s' "$stamp" >"$dir/.requirements"
