@@ -17,7 +17,6 @@ integration's redaction, and query parameters that carry a key are dropped from 
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 import random
@@ -25,9 +24,10 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -39,6 +39,15 @@ from pydantic import Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from synkro_dagster import jsonnumbers, limits
+from synkro_dagster.connectors.http_auth import NO_AUTH, Authenticator, authenticator_for
+from synkro_dagster.connectors.http_errors import (
+    ForbiddenDestinationError,
+    HttpSourceError,
+    PaginationLoopError,
+    RedirectRefusedError,
+    ResponseTooLargeError,
+    SourceUnreachableError,
+)
 from synkro_dagster.connectors.http_guard import (
     DestinationRefused,
     check_url,
@@ -55,19 +64,14 @@ from synkro_dagster.contracts import (
     StreamRead,
     redact,
 )
-from synkro_dagster.errors import SynkroError, TransientError, UserError
 from synkro_dagster.specs.cursors import render as render_cursor
 from synkro_dagster.specs.http import (
     PLACEHOLDER,
-    ApiKeyAuth,
-    BasicAuth,
-    BearerAuth,
     CursorPagination,
     HttpSourceOptions,
     HttpStreamOptions,
     LinkHeaderPagination,
     NextUrlPagination,
-    OAuth2ClientCredentials,
     OffsetPagination,
     PageNumberPagination,
     SinglePage,
@@ -87,31 +91,6 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-class HttpSourceError(SynkroError, RuntimeError):
-    """An HTTP source failed for good: names integration, stream, URL (secrets removed), status
-    and a body excerpt."""
-
-
-class PaginationLoopError(HttpSourceError):
-    """The server sent the same page (token, URL or content) twice: reading on would never end."""
-
-
-class SourceUnreachableError(HttpSourceError, TransientError):
-    """The host refused (or never answered) too many connections in this session."""
-
-
-class ForbiddenDestinationError(HttpSourceError, UserError):
-    """A request would go to a scheme or address Synkro never sends source traffic to (SSRF)."""
-
-
-class RedirectRefusedError(HttpSourceError, UserError):
-    """A redirect the spec's `follow_redirects` does not allow (e.g. to another origin)."""
-
-
-class ResponseTooLargeError(HttpSourceError):
-    """A response body is larger than the session's limit (max_response_bytes)."""
-
-
 # Hops followed for one request before giving up, like browsers and httpx (20).
 MAX_REDIRECTS = 20
 # Headers that carry credentials whoever added them; dropped when a redirect leaves the origin.
@@ -127,8 +106,29 @@ class _Retryable(Exception):
         self.not_before = not_before
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One logical request as its caller asked for it; every attempt adds the credentials anew."""
+
+    stream: str
+    method: str
+    url: str
+    params: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] | None = None
+    json: Any = None
+    data: Mapping[str, str] | None = None
+    auth: Authenticator = NO_AUTH
+    basic: httpx.BasicAuth | None = None
+
+
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers
+
+
+def _without_params(url: httpx.URL, names: Collection[str]) -> httpx.URL:
+    """The URL without the query parameters `names`; the others keep their order."""
+    kept = httpx.QueryParams([(k, v) for k, v in url.params.multi_items() if k not in names])
+    return url.copy_with(query=None).copy_merge_params(kept)
 
 
 def retry_after_deadline(value: str | None, now: float | None = None) -> float | None:
@@ -289,85 +289,6 @@ class _RedactingFilter(logging.Filter):
 
 
 # ---------------------------------------------------------------------------------------------
-# Auth
-
-
-class _Auth:
-    """Adds credentials to a request; the OAuth2 variant can refresh after a 401."""
-
-    secret_params: frozenset[str] = frozenset()
-
-    def apply(self, headers: dict[str, str], params: dict[str, Any]) -> None:
-        pass
-
-    def refresh_after_401(self) -> bool:
-        return False
-
-
-class _StaticAuth(_Auth):
-    def __init__(self, headers: dict[str, str], params: dict[str, str]) -> None:
-        self._headers = headers
-        self._params = params
-        self.secret_params = frozenset(params)
-
-    def apply(self, headers: dict[str, str], params: dict[str, Any]) -> None:
-        headers.update(self._headers)
-        params.update(self._params)
-
-
-class _OAuth2Auth(_Auth):
-    def __init__(self, session: HttpSession, spec: OAuth2ClientCredentials) -> None:
-        self._session = session
-        self._spec = spec
-        self._token: str | None = None
-        self._refresh_at = 0.0
-        self._lock = threading.Lock()
-
-    def apply(self, headers: dict[str, str], params: dict[str, Any]) -> None:
-        with self._lock:
-            if self._token is None or time.monotonic() >= self._refresh_at:
-                self._fetch()
-            headers["Authorization"] = f"Bearer {self._token}"
-
-    def refresh_after_401(self) -> bool:
-        with self._lock:
-            self._fetch()
-        return True
-
-    def _fetch(self) -> None:
-        spec, session = self._spec, self._session
-        client_id = session.secret(spec.client_id_secret)
-        client_secret = session.secret(spec.client_secret_secret)
-        form = {"grant_type": "client_credentials"}
-        if spec.scope:
-            form["scope"] = spec.scope
-        headers = {"Accept": "application/json"}
-        basic = None
-        if spec.client_auth == "basic":
-            basic = httpx.BasicAuth(client_id, client_secret)
-        else:
-            form.update(client_id=client_id, client_secret=client_secret)
-        url = session.render(spec.token_url, "http.auth.token_url")
-        response = session.send(
-            "oauth2 token", "POST", url, headers=headers, data=form, basic=basic, authorize=False
-        )
-        try:
-            body = response.json()
-            token = body["access_token"]
-        except (ValueError, KeyError, TypeError):
-            raise HttpSourceError(
-                session.describe("oauth2 token", "POST", url)
-                + ": the token response has no access_token"
-            ) from None
-        session.add_runtime_secret(token)
-        expires_in = float(body.get("expires_in") or spec.default_expires_in)
-        # Refresh a little early so a token does not expire between check and use.
-        self._refresh_at = time.monotonic() + expires_in - min(60.0, expires_in * 0.1)
-        self._token = token
-        logger.debug("fetched an OAuth2 token for integration %s", session.integration.id)
-
-
-# ---------------------------------------------------------------------------------------------
 # The resource and its session
 
 
@@ -443,11 +364,11 @@ class HttpSession:
             # The environment's proxies and .netrc must not change where secrets are sent.
             trust_env=False,
         )
-        self._auths: dict[str, _Auth] = {}
+        self._auths: dict[str, Authenticator] = {}
         self.breaker = ConnectionBreaker(connector.max_connection_failures)
         # What the current thread is requesting, for the retry log line and the breaker's stop.
         self._current = threading.local()
-        self._retrying, self._token_retrying = (
+        self._retrying, self._nested_retrying = (
             Retrying(
                 retry=retry_if_exception_type(
                     (_Retryable, httpx.TimeoutException, httpx.TransportError)
@@ -533,12 +454,7 @@ class HttpSession:
         for auth in self._auths.values():
             hidden |= auth.secret_params
         if hidden and parsed.query:
-            kept = [(k, v) for k, v in parsed.params.multi_items() if k not in hidden]
-            parsed = (
-                parsed.copy_with(query=None).copy_merge_params(kept)
-                if kept
-                else (parsed.copy_with(query=None))
-            )
+            parsed = _without_params(parsed, hidden)
         return self.redact(str(parsed))
 
     def describe(self, stream: str, method: str, url: httpx.URL | str) -> str:
@@ -554,36 +470,14 @@ class HttpSession:
 
     # -- auth
 
-    def _auth(self, spec: Any) -> _Auth:
+    def _auth(self, spec: Any) -> Authenticator:
+        """The session's one authenticator for an auth block (an OAuth2 token is shared)."""
         if spec is None:
-            return _Auth()
+            return NO_AUTH
         key = spec.model_dump_json()
         auth = self._auths.get(key)
-        if auth is not None:
-            return auth
-        if isinstance(spec, BearerAuth):
-            auth = _StaticAuth({"Authorization": f"Bearer {self.secret(spec.token_secret)}"}, {})
-        elif isinstance(spec, ApiKeyAuth):
-            value = spec.prefix + self.secret(spec.key_secret)
-            if spec.location == "header":
-                auth = _StaticAuth({spec.name: value}, {})
-            else:
-                auth = _StaticAuth({}, {spec.name: value})
-        elif isinstance(spec, BasicAuth):
-            if spec.username_secret:
-                username = self.secret(spec.username_secret)
-            else:
-                username = self.render(spec.username or "", "http.auth.username")
-            pair = f"{username}:{self.secret(spec.password_secret)}".encode()
-            encoded = base64.b64encode(pair).decode("ascii")
-            auth = _StaticAuth({"Authorization": f"Basic {encoded}"}, {})
-            # The encoded pair is as secret as the password itself.
-            self.add_runtime_secret(encoded)
-        elif isinstance(spec, OAuth2ClientCredentials):
-            auth = _OAuth2Auth(self, spec)
-        else:  # pragma: no cover - the spec models allow nothing else
-            raise HttpSourceError(f"unsupported auth {type(spec).__name__}")
-        self._auths[key] = auth
+        if auth is None:
+            auth = self._auths[key] = authenticator_for(spec, self)
         return auth
 
     # -- one request, retried
@@ -646,43 +540,32 @@ class HttpSession:
         headers: Mapping[str, str] | None = None,
         json: Any = None,
         data: Mapping[str, str] | None = None,
-        auth: _Auth | None = None,
+        auth: Authenticator | None = None,
         basic: httpx.BasicAuth | None = None,
-        authorize: bool = True,
     ) -> httpx.Response:
-        """One logical request: rate-budgeted, authorised, retried; a 2xx response or an error."""
-        auth = auth or _Auth()
-        # One Retrying per kind of call: reusing it saves work per page, and a token fetch runs
-        # inside a page request's attempt, so the two must not share one.
-        retrying = self._retrying if authorize else self._token_retrying
+        """One logical request: rate-budgeted, authorised, retried; a 2xx response or an error.
+
+        Every request of the session (pages, child endpoints, OAuth2 tokens) takes this one path:
+        `_attempt` adds the credentials and honours the breaker and the rate budget, `_exchange`
+        follows redirects by the spec's policy and reads the body within its limit."""
+        request = _Request(stream, method, url, params, headers, json, data, auth or NO_AUTH, basic)
         outer = (
             getattr(self._current, "stream", None),
             getattr(self._current, "method", None),
             getattr(self._current, "url", None),
         )
+        # A token fetch runs inside a page request's attempt: a Retrying is not re-entrant, so a
+        # request made while another is under way on this thread takes the second one.
+        retrying = self._retrying if outer[0] is None else self._nested_retrying
         self._current.stream, self._current.method, self._current.url = stream, method, url
         try:
-            return self._send(
-                stream, method, url, retrying, params, headers, json, data, auth, basic, authorize
-            )
+            return self._send(request, retrying)
         finally:
             # A token fetch runs inside a page request; the page request's retries log as the page.
             self._current.stream, self._current.method, self._current.url = outer
 
-    def _send(
-        self,
-        stream: str,
-        method: str,
-        url: str,
-        retrying: Retrying,
-        params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        json: Any,
-        data: Mapping[str, str] | None,
-        auth: _Auth,
-        basic: httpx.BasicAuth | None,
-        authorize: bool,
-    ) -> httpx.Response:
+    def _send(self, request: _Request, retrying: Retrying) -> httpx.Response:
+        stream, method, url = request.stream, request.method, request.url
         self._refuse_if_open(stream, method, url)
         attempts = 0
         failure: BaseException | None = None
@@ -691,9 +574,7 @@ class HttpSession:
             for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    response = self._attempt(
-                        method, url, params, headers, json, data, auth, basic, authorize
-                    )
+                    response = self._attempt(request)
         except (_Retryable, httpx.HTTPError) as exc:
             failure = exc
         if failure is None and response is not None and response.is_success:
@@ -746,47 +627,32 @@ class HttpSession:
                 "(HttpConnector.max_connection_failures)"
             )
 
-    def _attempt(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        json: Any,
-        data: Mapping[str, str] | None,
-        auth: _Auth,
-        basic: httpx.BasicAuth | None,
-        authorize: bool,
-    ) -> httpx.Response:
+    def _attempt(self, request: _Request) -> httpx.Response:
+        """One try: credentials added, the breaker and the rate budget consulted, redirects
+        followed; raises `_Retryable` on 429 / 5xx. A 401 renews the credentials once."""
+        url, auth = request.url, request.auth
         refreshed = False
         while True:
-            request_headers = dict(headers or {})
-            request_params = dict(params or {})
-            if authorize:
-                auth.apply(request_headers, request_params)
-            self._refuse_if_open(getattr(self._current, "stream", "?"), method, url)
+            headers = dict(request.headers or {})
+            params = dict(request.params or {})
+            auth.apply(headers, params)
+            self._refuse_if_open(request.stream, request.method, url)
             self.budget.acquire()
             try:
                 response = self._exchange(
-                    method,
-                    url,
-                    request_params,
-                    request_headers,
-                    json,
-                    data,
-                    basic,
-                    credential_params=auth.secret_params if authorize else frozenset(),
+                    request,
+                    params,
+                    headers,
                     credential_headers=frozenset(
-                        k.lower() for k in request_headers if k not in (headers or {})
+                        k.lower() for k in headers if k not in (request.headers or {})
                     ),
-                    credential_body=data is not None,
                 )
             except CONNECTION_ERRORS as exc:
                 self.breaker.failed(url, f"{type(exc).__name__}: {exc}")
                 raise
             self.breaker.succeeded(url)
-            if response.status_code == 401 and authorize and not refreshed:
-                refreshed = auth.refresh_after_401()
+            if response.status_code == 401 and not refreshed:
+                refreshed = auth.refresh()
                 if refreshed:
                     continue
             if response.status_code == 429 or response.status_code >= 500:
@@ -801,17 +667,11 @@ class HttpSession:
 
     def _exchange(
         self,
-        method: str,
-        url: str,
+        request: _Request,
         params: Mapping[str, Any],
         headers: Mapping[str, str],
-        json: Any,
-        data: Mapping[str, str] | None,
-        basic: httpx.BasicAuth | None,
         *,
-        credential_params: frozenset[str],
         credential_headers: frozenset[str],
-        credential_body: bool,
     ) -> httpx.Response:
         """Send one request and follow its redirects as `http.follow_redirects` says; the final
         response's body is read (bounded by max_response_bytes).
@@ -819,7 +679,10 @@ class HttpSession:
         A hop to another origin (scheme, host or port) is refused unless the spec says `any`; then
         every credential this session added (auth headers, key query parameters, basic auth,
         cookies) stays behind, for that hop and all later ones."""
-        stream = getattr(self._current, "stream", "?")
+        stream, method, url = request.stream, request.method, request.url
+        # A form body (the OAuth2 token request's) carries the client secret.
+        credential_body = request.data is not None
+        credential_params = request.auth.secret_params
         policy = self.options.follow_redirects
         try:
             check_url(url)
@@ -827,22 +690,27 @@ class HttpSession:
             raise ForbiddenDestinationError(
                 f"{self.describe(stream, method, url)} refused: {self.redact(str(exc))}"
             ) from None
-        request = self.client.build_request(
-            method, url, params=params or None, headers=headers, json=json, data=data
+        hop = self.client.build_request(
+            method,
+            url,
+            params=params or None,
+            headers=headers,
+            json=request.json,
+            data=request.data,
         )
-        origin = request.url
+        origin = hop.url
         left_origin = False
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 response = self.client.send(
-                    request,
-                    auth=None if left_origin else basic,
+                    hop,
+                    auth=None if left_origin else request.basic,
                     stream=True,
                     follow_redirects=False,
                 )
             except DestinationRefused as exc:
                 raise ForbiddenDestinationError(
-                    f"{self.describe(stream, method, request.url)} refused: {self.redact(str(exc))}"
+                    f"{self.describe(stream, method, hop.url)} refused: {self.redact(str(exc))}"
                 ) from None
             following = response.next_request if policy != "none" else None
             if following is None:
@@ -851,7 +719,7 @@ class HttpSession:
             response.close()
             target = following.url
             where = (
-                f"{self.describe(stream, method, request.url)}: HTTP {response.status_code} "
+                f"{self.describe(stream, method, hop.url)}: HTTP {response.status_code} "
                 f"redirect to {self.safe_url(target)}"
             )
             try:
@@ -878,7 +746,7 @@ class HttpSession:
                 following = self._without_credentials(
                     following, credential_params, credential_headers
                 )
-            request = following
+            hop = following
         raise HttpSourceError(
             f"{self.describe(stream, method, url)}: more than {MAX_REDIRECTS} redirects"
         )
@@ -893,8 +761,7 @@ class HttpSession:
             if name.lower() in drop:
                 del request.headers[name]
         if params and request.url.query:
-            kept = [(k, v) for k, v in request.url.params.multi_items() if k not in params]
-            request.url = request.url.copy_with(query=None).copy_merge_params(kept)
+            request.url = _without_params(request.url, params)
         return request
 
     def _read_body(self, response: httpx.Response, stream: str) -> None:
@@ -1195,7 +1062,7 @@ class HttpSession:
                             "credentials must not follow it (spec http.follow_redirects: "
                             f"{self.options.follow_redirects}; 'any' reads it without credentials)"
                         )
-                    auth = _Auth()
+                    auth = NO_AUTH
                 # The next URL carries every query parameter already.
                 url, params = target, {}
         else:

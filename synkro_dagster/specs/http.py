@@ -10,7 +10,7 @@ secrets the spec does not declare.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -27,6 +27,12 @@ ParamValue = str | int | float | bool
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _kinds(union: Any) -> tuple[str, ...]:
+    """The `kind` names of a discriminated union's models, in the union's order."""
+    models = get_args(get_args(union)[0])
+    return tuple(get_args(model.model_fields["kind"].annotation)[0] for model in models)
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -106,20 +112,28 @@ Pagination = Annotated[
     Field(discriminator="kind"),
 ]
 
-PAGINATION_KINDS = ("page_number", "offset", "cursor", "next_url", "link_header", "single")
+PAGINATION_KINDS = _kinds(Pagination)
 
 
 # --- auth ---------------------------------------------------------------------------------------
 
 
-class BearerAuth(_Model):
+class _AuthModel(_Model):
+    """An auth kind. Fields named `*_secret` name integration secrets (see `auth_secret_names`)."""
+
+    def templates(self) -> list[tuple[str, str]]:
+        """(field, template) pairs filled from config; `check_spec` checks their placeholders."""
+        return []
+
+
+class BearerAuth(_AuthModel):
     """Authorization: Bearer <secret>."""
 
     kind: Literal["bearer"]
     token_secret: str = Field(description="name of the integration secret holding the token")
 
 
-class ApiKeyAuth(_Model):
+class ApiKeyAuth(_AuthModel):
     """An API key in a header (default X-API-Key) or a query parameter."""
 
     kind: Literal["api_key"]
@@ -129,7 +143,7 @@ class ApiKeyAuth(_Model):
     prefix: str = Field(default="", description="text before the key, e.g. 'Token '")
 
 
-class BasicAuth(_Model):
+class BasicAuth(_AuthModel):
     """HTTP basic auth; the username comes from config (a template) or a secret."""
 
     kind: Literal["basic"]
@@ -143,8 +157,11 @@ class BasicAuth(_Model):
             raise _invalid("give exactly one of username (a config template) or username_secret")
         return self
 
+    def templates(self) -> list[tuple[str, str]]:
+        return [("http.auth.username", self.username)] if self.username else []
 
-class OAuth2ClientCredentials(_Model):
+
+class OAuth2ClientCredentials(_AuthModel):
     """OAuth2 client credentials grant; the token is cached and refreshed on expiry or a 401."""
 
     kind: Literal["oauth2_client_credentials"]
@@ -159,12 +176,15 @@ class OAuth2ClientCredentials(_Model):
         default=3600, gt=0, description="token lifetime when the token response gives none"
     )
 
+    def templates(self) -> list[tuple[str, str]]:
+        return [("http.auth.token_url", self.token_url)]
+
 
 Auth = Annotated[
     BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="kind")
 ]
 
-AUTH_KINDS = ("bearer", "api_key", "basic", "oauth2_client_credentials")
+AUTH_KINDS = _kinds(Auth)
 
 
 def _known_kind(what: str, allowed: tuple[str, ...]) -> Any:
@@ -284,10 +304,8 @@ class HttpSourceOptions(_Model):
                 (f"http.params.{k}", v) for k, v in options.params.items() if isinstance(v, str)
             ]
             auth = options.auth
-            if isinstance(auth, OAuth2ClientCredentials):
-                found.append(("http.auth.token_url", auth.token_url))
-            if isinstance(auth, BasicAuth) and auth.username:
-                found.append(("http.auth.username", auth.username))
+            if auth is not None:
+                found += auth.templates()
             from_parent = []
             for field, text in found:
                 for name in PLACEHOLDER.findall(text):
