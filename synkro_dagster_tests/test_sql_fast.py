@@ -7,7 +7,9 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from synkro_dagster.connectors.columns import ColumnShaper, shape_read
 from synkro_dagster.connectors.sql import SqlConnector
+from synkro_dagster.connectors.streams import read_stream
 from synkro_dagster.contracts import CopyBatch, Integration, SourceDataError
 from synkro_dagster.datalayer.resource import DataLayer, LoadContext, LoadStats, TableTarget
 from synkro_dagster.specs.models import SourceSpec
@@ -104,39 +106,31 @@ def _create(url: str, n: int) -> None:
 
 
 def _sync(
-    layer: DataLayer, url: str, table: str, fast: bool, cursor: str | None = None
+    layer: DataLayer,
+    url: str,
+    table: str,
+    fast: bool,
+    cursor: str | None = None,
+    spec: SourceSpec = SPEC,
+    python_shaping: bool = False,
 ) -> LoadStats:
+    """A sync of the stream; `python_shaping` applies column control to the records in Python, as
+    every stream with column control was read before the source query did it."""
     integration = Integration(id="acme", tenant="acme", spec="wide", config={"url": url})
-    stream = SPEC.stream("wide")
-    target = TableTarget.for_stream(SPEC, stream)
+    stream = spec.stream("wide")
+    target = TableTarget.for_stream(spec, stream)
     target = TableTarget(**{**target.__dict__, "table": table})
-    with SqlConnector(batch_size=100, fast_paths=fast).session(SPEC, integration) as session:
-        read = session.read(stream, cursor)
+    with SqlConnector(batch_size=100, fast_paths=fast).session(spec, integration) as session:
+        if python_shaping:
+            shaper = ColumnShaper(spec, stream, integration)
+            read = shape_read(session.read(stream, cursor), shaper)
+        else:
+            read = read_stream(session, spec, stream, integration, cursor)
         return layer.load(
             target,
             read,
             LoadContext(tenant_id="acme", integration_id="acme", stream="wide", run_id="r"),
         )
-
-
-def test_fast_path_and_records_path_land_identical_rows(
-    source_url: str,  # noqa: F811
-    database_url: str,
-    engine: sa.Engine,
-) -> None:
-    _create(source_url, 450)
-    layer = DataLayer(database_url=database_url)
-    fast = _sync(layer, source_url, "wide_fast", fast=True)
-    slow = _sync(layer, source_url, "wide_records", fast=False)
-    assert fast.rows_read == slow.rows_read == fast.rows_inserted == 450
-    assert fast.cursor_after == slow.cursor_after
-    assert checksum(engine, "wide_fast") == checksum(engine, "wide_records")
-
-    # From a stored cursor (rendered as a literal for COPY / connectorx): the same rows again.
-    again_fast = _sync(layer, source_url, "wide_fast", fast=True, cursor=fast.cursor_after)
-    again_slow = _sync(layer, source_url, "wide_records", fast=False, cursor=slow.cursor_after)
-    assert again_fast.rows_read == again_slow.rows_read == 1
-    assert checksum(engine, "wide_fast") == checksum(engine, "wide_records")
 
 
 def test_the_fast_path_is_the_one_taken(source_url: str) -> None:  # noqa: F811
@@ -170,3 +164,112 @@ def test_pass_through_null_key_names_the_stream(
     engine.dispose()
     with pytest.raises(SourceDataError, match="stream 'wide'.*primary key field 'id'"):
         _sync(DataLayer(database_url=database_url), pg_source_url, "wide_fast", fast=True)
+
+
+# Column control: fields left out, renamed, the naming rule and a type hint on a renamed field.
+SHAPED = SourceSpec.model_validate(
+    {
+        "name": "wide",
+        "engine": "sql",
+        "naming": "snake_case",
+        "streams": [
+            {
+                "name": "wide",
+                "primary_key": "id",
+                "cursor": {"field": "changed_at"},
+                "columns": {
+                    "exclude": ["note", "payload"],
+                    "rename": {"changed_at": "modified_at", "code": "sku"},
+                    "amount": "numeric(20,4)",
+                },
+                "sql": {"table": "wide"},
+            }
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize("spec", [SPEC, SHAPED], ids=["all_columns", "column_control"])
+def test_fast_path_and_records_path_land_identical_rows(
+    spec: SourceSpec,
+    source_url: str,  # noqa: F811
+    database_url: str,
+    engine: sa.Engine,
+) -> None:
+    _create(source_url, 450)
+    layer = DataLayer(database_url=database_url)
+    fast = _sync(layer, source_url, "wide_fast", True, spec=spec)
+    slow = _sync(layer, source_url, "wide_records", False, spec=spec)
+    # Column control applied to the records in Python (how such streams were read before).
+    python = _sync(layer, source_url, "wide_python", False, spec=spec, python_shaping=True)
+    assert fast.rows_read == slow.rows_read == python.rows_read == fast.rows_inserted == 450
+    assert fast.cursor_after == slow.cursor_after == python.cursor_after
+    assert (
+        checksum(engine, "wide_fast")
+        == checksum(engine, "wide_records")
+        == checksum(engine, "wide_python")
+    )
+    if spec is SHAPED:
+        landed = checksum(engine, "wide_fast")[2]
+        assert {"sku", "modified_at"} <= set(landed)
+        assert not {"note", "payload", "code", "changed_at"} & set(landed)
+
+    # From a stored cursor (rendered as a literal for COPY / connectorx): the same rows again.
+    cursor = fast.cursor_after
+    again_fast = _sync(layer, source_url, "wide_fast", True, cursor, spec=spec)
+    again_slow = _sync(layer, source_url, "wide_records", False, cursor, spec=spec)
+    assert again_fast.rows_read == again_slow.rows_read == 1
+    assert checksum(engine, "wide_fast") == checksum(engine, "wide_records")
+
+
+def test_a_column_controlled_stream_takes_the_fast_path(source_url: str) -> None:  # noqa: F811
+    _create(source_url, 10)
+    integration = Integration(id="acme", tenant="acme", spec="wide", config={"url": source_url})
+    stream = SHAPED.stream("wide")
+    with SqlConnector().session(SHAPED, integration) as session:
+        read = read_stream(session, SHAPED, stream, integration, None)
+        part = next(read.parts)
+        batch = next(iter(part.typed_batches()))
+        if isinstance(batch, CopyBatch):
+            names = [name for name, _ in batch.columns]
+            list(batch.chunks)
+        else:
+            assert isinstance(batch, pa.RecordBatch)
+            names = batch.schema.names
+        # Only the landed fields, under their landed names, straight from the source query.
+        assert "sku" in names and "modified_at" in names
+        assert not {"note", "payload", "code", "changed_at"} & set(names)
+        assert "modified_at" in read.column_types and "changed_at" not in read.column_types
+
+
+def test_a_hashed_field_keeps_the_records_path(pg_source_url: str) -> None:  # noqa: F811
+    _create(pg_source_url, 3)
+    spec = SourceSpec.model_validate(
+        {
+            "name": "wide",
+            "engine": "sql",
+            "secrets": ["hash_salt"],
+            "streams": [
+                {
+                    "name": "wide",
+                    "primary_key": "id",
+                    "columns": {"select": ["id", "name"], "hash": ["name"]},
+                    "sql": {"table": "wide"},
+                }
+            ],
+        }
+    )
+    integration = Integration(
+        id="acme",
+        tenant="acme",
+        spec="wide",
+        config={"url": pg_source_url},
+        secrets={"hash_salt": "salt"},
+    )
+    stream = spec.stream("wide")
+    with SqlConnector().session(spec, integration) as session:
+        part = next(read_stream(session, spec, stream, integration, None).parts)
+        batches = list(part.typed_batches())
+    assert all(isinstance(b, list) for b in batches)
+    records = [r for b in batches for r in b]
+    assert sorted(records[0]) == ["id", "name"] and len(records[0]["name"]) == 64

@@ -44,6 +44,11 @@ class ColumnShaper:
                 )
             self._salt = str(salt).encode()
 
+    @property
+    def hashes(self) -> bool:
+        """Some field lands hashed (a value computed in Python)."""
+        return bool(self._hashed)
+
     def name(self, field: str) -> str | None:
         """The landed column of a source field, or None when the field does not land."""
         try:

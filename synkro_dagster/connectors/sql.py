@@ -36,6 +36,7 @@ from sqlalchemy.sql import sqltypes
 
 from synkro_dagster import jsonnumbers
 from synkro_dagster.connectors import sql_fast
+from synkro_dagster.connectors.columns import ColumnShaper
 from synkro_dagster.contracts import (
     Batch,
     BatchesPart,
@@ -323,6 +324,30 @@ class _Plan:
         self.copy_columns: list[tuple[str, str]] | None = None
         self.arrow_query: str | None = None
         self.arrow_pre_execution: list[str] = []
+        # The result column the rows are ordered by (the cursor's, under its landed name).
+        self.order_column: str | None = None
+
+    def shaped(self, stream: StreamSpec, shaper: ColumnShaper) -> None:
+        """Apply the stream's column control in the source query: only the fields that land are
+        selected, each under its landed name (`columns.select`/`exclude`/`rename`, `naming`).
+
+        Both the typed fast paths and the records path then read the landed columns as they are,
+        and the declared types, NOT NULLs and comments follow the names."""
+        assert isinstance(self.statement, sa.Select)
+        names = list(self.statement.selected_columns.keys())
+        kept = [(name, landed) for name in names if (landed := shaper.name(name)) is not None]
+        inner = self.statement.order_by(None).subquery("synkro_cols")
+        self.statement = sa.select(*(inner.c[name].label(landed) for name, landed in kept))
+        if stream.cursor is not None:
+            self.statement = self.statement.order_by(inner.c[stream.cursor.field])
+            self.order_column = shaper.name(stream.cursor.field)
+        landed_of = dict(kept)
+        self.column_types = {
+            landed_of[n]: t for n, t in self.column_types.items() if n in landed_of
+        }
+        self.fixes = [(landed_of[n], fix) for n, fix in self.fixes if n in landed_of]
+        self.not_null = {landed_of[n] for n in self.not_null if n in landed_of}
+        self.comments = {landed_of[n]: c for n, c in self.comments.items() if n in landed_of}
 
 
 # Built-in PostgreSQL types psycopg loads from the binary format into the same Python values as
@@ -639,7 +664,19 @@ class SqlSession:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self, stream: StreamSpec, cursor: str | None) -> StreamRead:
+    def read_shaped(
+        self, stream: StreamSpec, cursor: str | None, shaper: ColumnShaper
+    ) -> StreamRead | None:
+        """`read` with the stream's column control done by the source query (see `_Plan.shaped`),
+        so the typed fast paths serve such streams too; None when a field is hashed (HMAC is
+        computed in Python, on the records path)."""
+        if shaper.hashes:
+            return None
+        return self.read(stream, cursor, shaper=shaper)
+
+    def read(
+        self, stream: StreamSpec, cursor: str | None, shaper: ColumnShaper | None = None
+    ) -> StreamRead:
         """Read `stream` from `cursor` (None: everything), the stored text bound as the cursor
         column's type (a text column gets the text exactly as stored).
 
@@ -655,6 +692,10 @@ class SqlSession:
                     plan = self._plan_table(conn, stream, options, cursor)
                 else:
                     plan = self._plan_query(conn, stream, options, cursor)
+                if stream.cursor is not None:
+                    plan.order_column = stream.cursor.field
+                if shaper is not None and shaper.active:
+                    plan.shaped(stream, shaper)
                 if self.engine.dialect.driver == "psycopg":
                     assert isinstance(plan.statement, sa.Select)
                     probe = conn.execute(plan.statement.where(sa.false()))
@@ -693,7 +734,7 @@ class SqlSession:
             plan.statement,
             plan.column_types,
             kinds,
-            stream.cursor.field if stream.cursor else None,
+            plan.order_column,
         )
         compiled = statement.compile(
             dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}

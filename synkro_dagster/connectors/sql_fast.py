@@ -8,7 +8,9 @@
   their exact text (connectorx would round them to a fixed 10-digit scale), times as text and
   binary values become lowercase hex, matching what the records path lands.
 
-Anything else (SQLite, SQL Server, enums, arrays, a failed connectorx start) keeps the records
+A stream with column control (`columns.select` / `exclude` / `rename`, `naming`) takes these paths
+too: the source query selects only the landed fields, under their landed names. Anything else
+(SQLite, SQL Server, enums, arrays, hashed fields, a failed connectorx start) keeps the records
 path in `sql.py`. `SqlConnector.fast_paths=False` turns both off.
 """
 

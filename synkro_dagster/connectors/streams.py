@@ -44,7 +44,14 @@ def read_stream(
     if stream.partitioned_by is not None:
         return _read_period(session, source, stream, integration, partition)
     if stream.parent is None:
-        return shape_read(session.read(stream, cursor), ColumnShaper(source, stream, integration))
+        shaper = ColumnShaper(source, stream, integration)
+        # An engine that can apply column control in its own query (sql) keeps its typed paths.
+        read_shaped = getattr(session, "read_shaped", None)
+        if shaper.active and read_shaped is not None:
+            shaped = read_shaped(stream, cursor, shaper)
+            if shaped is not None:
+                return shaped
+        return shape_read(session.read(stream, cursor), shaper)
     return _read_child(session, source, stream, integration, cursor)
 
 
