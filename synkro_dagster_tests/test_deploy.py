@@ -10,7 +10,6 @@ import importlib.metadata
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from synkro_dagster.tags import INTEGRATION_TAG, SPEC_TAG
+from synkro_dagster_tests.dagster_processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -610,12 +610,6 @@ def test_caddy_puts_basic_auth_in_front_of_every_proxied_request(
     assert policies[0]["issuers"][0]["module"] == issuer
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _FakeWebserver(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b"dagster-webserver stand-in"
@@ -634,7 +628,7 @@ def test_caddy_serving_the_caddyfile_asks_for_the_password(caddy_env, ui_passwor
     admin API, no trust-store install, and the upstream name resolved to a local stand-in."""
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeWebserver)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    http_port, https_port = _free_port(), _free_port()
+    http_port, https_port = free_port(), free_port()
     caddyfile = (ROOT / "deploy/Caddyfile").read_text(encoding="utf-8")
     assert "reverse_proxy webserver:3000" in caddyfile
     caddyfile = caddyfile.replace(
@@ -778,7 +772,7 @@ def test_entrypoint_does_not_migrate_unless_asked(empty_database_url):
 
 
 def test_entrypoint_gives_up_on_an_unreachable_database_without_leaking_the_password():
-    port = _free_port()  # nothing listens here
+    port = free_port()  # nothing listens here
     result = _run_entrypoint(
         {
             "SYNKRO_DATABASE_URL": f"postgresql://synkro:s3cret-pw@127.0.0.1:{port}/synkro",

@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,14 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from synkro_dagster.database import sqlalchemy_url
+from synkro_dagster_tests.dagster_processes import (
+    BIN,
+    WebhookReceiver,
+    free_port,
+    instance_and_data_layer_on_postgres,
+    log_tail,
+    webserver_and_daemon,
+)
 from synkro_dagster_tests.docs_blocks import (
     REPO_ROOT,
     DocsBlockError,
@@ -36,7 +42,6 @@ from synkro_dagster_tests.docs_blocks import (
     shell_blocks,
 )
 
-BIN = Path(sys.executable).parent
 SECRET_KEY = "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs="
 # Generous: on a busy shared CI machine one `dagster` command alone can take half a minute.
 BLOCK_TIMEOUT = 420.0
@@ -92,65 +97,15 @@ def test_every_doc_reads_and_no_command_needs_a_code_location_flag() -> None:
 # -- running them ---------------------------------------------------------------------------------
 
 
-class AlertReceiver:
-    """The stack's alert webhook: records every JSON body the run_failure_alert sensor posts."""
-
-    def __init__(self) -> None:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                outer.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @dataclass
 class DocsStack:
     env: dict[str, str]
     ui_url: str
     logs: dict[str, Path]
-    alerts: AlertReceiver
+    alerts: WebhookReceiver
 
     def log_tail(self) -> str:
-        return "\n".join(
-            f"--- {name} ---\n" + path.read_text(errors="replace")[-3000:]
-            for name, path in self.logs.items()
-            if path.exists()
-        )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _url(server_url: str, database: str, driver: str) -> str:
-    return (
-        sqlalchemy_url(server_url)
-        .set(drivername=driver, database=database)
-        .render_as_string(hide_password=False)
-    )
+        return log_tail(self.logs, 3000)
 
 
 def local_instance_on_postgres(storage_url: str) -> str:
@@ -163,104 +118,56 @@ def local_instance_on_postgres(storage_url: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    import signal
-
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def docs_stack(
     tmp_path_factory, admin_engine: sa.Engine, pg_server_url: str, migrated_template: str
 ) -> Iterator[DocsStack]:
-    from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
-
     from synkro_dagster.demo.api_server import start_api_server
 
-    suffix = uuid.uuid4().hex[:10]
-    storage_db, data_db = f"synkro_docs_dagster_{suffix}", f"synkro_docs_data_{suffix}"
-    with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f'create database "{storage_db}"')
-        conn.exec_driver_sql(f'create database "{data_db}" template "{migrated_template}"')
     work = tmp_path_factory.mktemp("docs_commands")
     home = work / "dagster_home"
     home.mkdir()
-    # psycopg2 for Dagster's storage (dagster-postgres's NOTIFY needs client-side binding).
-    storage_url = _url(pg_server_url, storage_db, "postgresql+psycopg2")
-    (home / "dagster.yaml").write_text(local_instance_on_postgres(storage_url))
-    DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()  # schema, once
-
-    port = _free_port()
-    ui_url = f"http://127.0.0.1:{port}"
-    api = start_api_server(bench_records=1000)
-    alerts = AlertReceiver()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SYNKRO_"))},
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DAGSTER_HOME": str(home),
-        # What `. .venv/bin/activate` sets after ./run: the `synkro` location for every command.
-        "DAGSTER_MODULE_NAME": "synkro",
-        "SYNKRO_DATABASE_URL": _url(pg_server_url, data_db, "postgresql+psycopg"),
-        "INTEGRATION_SECRET_KEY": SECRET_KEY,
-        "SYNKRO_TEMP_DIR": str(work / "temp"),
-        "SYNKRO_INBOX_ROOT": str(work / "inbox"),
-        "SYNKRO_DEMO_API_URL": api.url,
-        "SYNKRO_UI_URL": ui_url,
-        "SYNKRO_ALERT_WEBHOOK_URL": alerts.url,
-        "SYNKRO_AUTOMATION_INTERVAL_SECONDS": "5",
-        "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
-        "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "180",
-        "PYTHONUNBUFFERED": "1",
-    }
-    (work / "inbox").mkdir()
-    logs: dict[str, Path] = {}
-    processes = []
-    for name, args in (
-        ("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]),
-        ("daemon", [str(BIN / "dagster-daemon"), "run"]),
-    ):
-        logs[name] = work / f"{name}.log"
-        processes.append(
-            subprocess.Popen(
-                args,
-                env=env,
-                cwd=REPO_ROOT,
-                stdout=logs[name].open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+    with ExitStack() as cleanup:
+        data_url = cleanup.enter_context(
+            instance_and_data_layer_on_postgres(
+                admin_engine,
+                pg_server_url,
+                migrated_template,
+                "synkro_docs",
+                home,
+                local_instance_on_postgres,
             )
         )
-    stack = DocsStack(env, ui_url, logs, alerts)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if any(p.poll() is not None for p in processes):
-                pytest.fail(f"a Dagster process exited early:\n{stack.log_tail()}")
-            try:
-                if httpx.get(f"{ui_url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not start:\n{stack.log_tail()}")
-            time.sleep(1)
-        yield stack
-    finally:
-        for process in processes:
-            _stop(process)
-        api.stop()
-        alerts.close()
-        with admin_engine.connect() as conn:
-            conn.exec_driver_sql(f'drop database if exists "{storage_db}" with (force)')
-            conn.exec_driver_sql(f'drop database if exists "{data_db}" with (force)')
+
+        api = start_api_server(bench_records=1000)
+        cleanup.callback(api.stop)
+        alerts = WebhookReceiver()
+        cleanup.callback(alerts.close)
+        port = free_port()
+        ui_url = f"http://127.0.0.1:{port}"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SYNKRO_"))},
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DAGSTER_HOME": str(home),
+            # What `. .venv/bin/activate` sets after ./run: the `synkro` location for every command.
+            "DAGSTER_MODULE_NAME": "synkro",
+            "SYNKRO_DATABASE_URL": data_url,
+            "INTEGRATION_SECRET_KEY": SECRET_KEY,
+            "SYNKRO_TEMP_DIR": str(work / "temp"),
+            "SYNKRO_INBOX_ROOT": str(work / "inbox"),
+            "SYNKRO_DEMO_API_URL": api.url,
+            "SYNKRO_UI_URL": ui_url,
+            "SYNKRO_ALERT_WEBHOOK_URL": alerts.url,
+            "SYNKRO_AUTOMATION_INTERVAL_SECONDS": "5",
+            "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
+            "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "180",
+            "PYTHONUNBUFFERED": "1",
+        }
+        (work / "inbox").mkdir()
+        logs = cleanup.enter_context(
+            webserver_and_daemon(env, REPO_ROOT, work, port=port, tail_chars=3000)
+        )
+        yield DocsStack(env, ui_url, logs, alerts)
 
 
 def _text(value: bytes | str | None) -> str:

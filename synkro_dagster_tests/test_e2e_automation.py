@@ -12,16 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,14 @@ import pytest
 import sqlalchemy as sa
 from dagster_graphql import DagsterGraphQLClient
 
-from synkro_dagster.database import sqlalchemy_url
+from synkro_dagster_tests.dagster_processes import (
+    WebhookReceiver,
+    free_port,
+    instance_and_data_layer_on_postgres,
+    log_tail,
+    wait_for,
+    webserver_and_daemon,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -43,50 +46,6 @@ WRONG_CRM_SECRET = "wrong-secret-5e1f0c77aa"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-class WebhookReceiver:
-    """A local alert endpoint recording every JSON body it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.bodies.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass
@@ -145,11 +104,7 @@ class Stack:
         return runs
 
     def log_tail(self) -> str:
-        return "\n".join(
-            f"--- {name} ---\n" + path.read_text(errors="replace")[-4000:]
-            for name, path in self.logs.items()
-            if path.exists()
-        )
+        return log_tail(self.logs, 4000)
 
 
 def _dagster_yaml(storage_url: str) -> str:
@@ -185,121 +140,55 @@ nux:
 """
 
 
-def _start(name: str, args: list[str], env: dict[str, str], logs: dict[str, Path], home: Path):
-    log = home / f"{name}.log"
-    logs[name] = log
-    return subprocess.Popen(
-        args,
-        env=env,
-        cwd=home,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        # Its own process group, so stopping it also stops its code servers and run workers.
-        start_new_session=True,
-    )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def _url(server_url: str, database: str, driver: str = "postgresql") -> str:
-    return (
-        sqlalchemy_url(server_url)
-        .set(drivername=driver, database=database)
-        .render_as_string(hide_password=False)
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory, admin_engine: sa.Engine, pg_server_url: str, migrated_template: str
 ) -> Iterator[Stack]:
-    from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
-
     from synkro_dagster.demo.api_server import start_api_server
 
-    suffix = uuid.uuid4().hex[:10]
-    storage_db, data_db = f"synkro_e2e_dagster_{suffix}", f"synkro_e2e_data_{suffix}"
-    with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f'create database "{storage_db}"')
-        conn.exec_driver_sql(f'create database "{data_db}" template "{migrated_template}"')
-
     home = tmp_path_factory.mktemp("e2e_dagster_home")
-    # psycopg2 explicitly: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, on which
-    # dagster-postgres's `NOTIFY run_events, <param>` is a syntax error (server-side binding).
-    storage_url = _url(pg_server_url, storage_db, "postgresql+psycopg2")
-    (home / "dagster.yaml").write_text(_dagster_yaml(storage_url))
-    # Create the storage schema once here, so the webserver and the daemon do not race on it.
-    DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()
+    with ExitStack() as cleanup:
+        data_url = cleanup.enter_context(
+            instance_and_data_layer_on_postgres(
+                admin_engine, pg_server_url, migrated_template, "synkro_e2e", home, _dagster_yaml
+            )
+        )
 
-    port = _free_port()
-    ui_url = f"http://127.0.0.1:{port}"
-    api = start_api_server()
-    webhook = WebhookReceiver()
-    data_url = _url(pg_server_url, data_db, "postgresql+psycopg")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "SYNKRO_DATABASE_URL": data_url,
-        "INTEGRATION_SECRET_KEY": SECRET_KEY,
-        "SYNKRO_TEMP_DIR": str(home / "temp"),
-        "SYNKRO_AUTOMATION_INTERVAL_SECONDS": "5",
-        # Dagster's 60 s gRPC deadline is tight when CI runs other suites beside this one.
-        "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
-        "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "180",
-        "SYNKRO_AUTOMATION_DEFAULT_STATUS": "running",
-        "SYNKRO_ALERT_WEBHOOK_URL": webhook.url,
-        "SYNKRO_ALERT_WEBHOOK_FORMAT": "generic",
-        "SYNKRO_UI_URL": ui_url,
-        "PYTHONUNBUFFERED": "1",
-    }
-    logs: dict[str, Path] = {}
-    processes = [
-        _start(
-            "webserver",
-            [str(BIN / "dagster-webserver"), "-m", MODULE, "-h", "127.0.0.1", "-p", str(port)],
-            env,
-            logs,
-            home,
-        ),
-        _start("daemon", [str(BIN / "dagster-daemon"), "run", "-m", MODULE], env, logs, home),
-    ]
-    data_engine = sa.create_engine(data_url)
-    result = Stack(home, env, ui_url, port, data_engine, api, webhook, logs)
-    try:
-
-        def webserver_ready() -> bool:
-            for process in processes:
-                if process.poll() is not None:
-                    pytest.fail(f"a Dagster process exited early:\n{result.log_tail()}")
-            try:
-                return httpx.get(f"{ui_url}/server_info", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("dagster-webserver /server_info", webserver_ready, timeout=90)
-        yield result
-    except BaseException:
-        print(result.log_tail())
-        raise
-    finally:
-        for process in processes:
-            _stop(process)
-        data_engine.dispose()
-        api.stop()
-        webhook.close()
-        with admin_engine.connect() as conn:
-            conn.exec_driver_sql(f'drop database if exists "{storage_db}" with (force)')
-            conn.exec_driver_sql(f'drop database if exists "{data_db}" with (force)')
+        api = start_api_server()
+        cleanup.callback(api.stop)
+        webhook = WebhookReceiver()
+        cleanup.callback(webhook.close)
+        port = free_port()
+        ui_url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "SYNKRO_DATABASE_URL": data_url,
+            "INTEGRATION_SECRET_KEY": SECRET_KEY,
+            "SYNKRO_TEMP_DIR": str(home / "temp"),
+            "SYNKRO_AUTOMATION_INTERVAL_SECONDS": "5",
+            # Dagster's 60 s gRPC deadline is tight when CI runs other suites beside this one.
+            "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
+            "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "180",
+            "SYNKRO_AUTOMATION_DEFAULT_STATUS": "running",
+            "SYNKRO_ALERT_WEBHOOK_URL": webhook.url,
+            "SYNKRO_ALERT_WEBHOOK_FORMAT": "generic",
+            "SYNKRO_UI_URL": ui_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        data_engine = sa.create_engine(data_url)
+        cleanup.callback(data_engine.dispose)
+        logs = cleanup.enter_context(
+            webserver_and_daemon(
+                env, home, home, port=port, location_args=("-m", MODULE), timeout=90
+            )
+        )
+        result = Stack(home, env, ui_url, port, data_engine, api, webhook, logs)
+        try:
+            yield result
+        except BaseException:
+            print(result.log_tail())
+            raise
 
 
 def _register_integrations(stack: Stack) -> None:

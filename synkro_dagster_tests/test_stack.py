@@ -24,13 +24,15 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from synkro_dagster_tests.dagster_processes import free_port, wait_for
 
 # The first test's limit covers building the images from scratch (debootstrap included).
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1800)]
@@ -66,18 +68,6 @@ def _run(
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def _docker_ok() -> bool:
@@ -219,14 +209,6 @@ HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Stack:
     project: Path
@@ -352,7 +334,7 @@ def stack(images: dict[str, str], tmp_path_factory) -> Iterator[Stack]:
         "--plaintext",
         password,
     ).stdout.strip()
-    https_port = _free_port()
+    https_port = free_port()
     name = "synkrostack"
     helpers = {"api": "synkro-stacktest-api", "webhook": "synkro-stacktest-webhook"}
     values = {
@@ -373,7 +355,7 @@ def stack(images: dict[str, str], tmp_path_factory) -> Iterator[Stack]:
         "SYNKRO_UI_USER": UI_USER,
         "SYNKRO_UI_PASSWORD_HASH": password_hash,
         # Published on the loopback interface only: the test's traffic never leaves the host.
-        "SYNKRO_HTTP_PORT": f"127.0.0.1:{_free_port()}",
+        "SYNKRO_HTTP_PORT": f"127.0.0.1:{free_port()}",
         "SYNKRO_HTTPS_PORT": f"127.0.0.1:{https_port}",
     }
     (project / ".env").write_text(_env_file(ROOT / ".env.example", values), encoding="utf-8")
@@ -415,6 +397,7 @@ def stack(images: dict[str, str], tmp_path_factory) -> Iterator[Stack]:
                     ).stdout
                 ),
                 timeout=60,
+                every=2,
             )
         )
         result.ca_file = ca
