@@ -15,6 +15,7 @@ from psycopg import sql
 
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
 from synkro_dagster.datalayer.load import TableTarget
+from synkro_dagster.datalayer.schema import table_columns
 
 # Why each column Synkro adds is there; shown beside the stream's own columns.
 SYSTEM_DESCRIPTIONS = {
@@ -61,19 +62,7 @@ def read_table_catalog(engine: sa.Engine, target: TableTarget, integration_id: s
     own), else what the spec says of the column."""
     schema, table = table_name(target.schema), table_name(target.table)
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
-                "       col_description(c.oid, a.attnum)"
-                " from pg_attribute a"
-                " join pg_class c on c.oid = a.attrelid"
-                " join pg_namespace n on n.oid = c.relnamespace"
-                " where n.nspname = :schema and c.relname = :table"
-                "   and a.attnum > 0 and not a.attisdropped"
-                " order by a.attnum"
-            ),
-            {"schema": schema, "table": table},
-        ).all()
+        rows = table_columns(conn, schema, table)
         if not rows:
             raise LookupError(f"table {schema}.{table} does not exist")
         unique = set(_primary_key_columns(conn, schema, table))
@@ -91,16 +80,16 @@ def read_table_catalog(engine: sa.Engine, target: TableTarget, integration_id: s
     from_spec = column_descriptions(target)
     columns = [
         dg.TableColumn(
-            name=name,
-            type=type_name,
-            description=comment or from_spec.get(name),
+            name=column.name,
+            type=column.type,
+            description=column.comment or from_spec.get(column.name),
             constraints=dg.TableColumnConstraints(
-                nullable=not not_null,
+                nullable=not column.not_null,
                 # Unique alone only where the key is this one column (never: integration_id leads).
-                unique=unique == {name},
+                unique=unique == {column.name},
             ),
         )
-        for name, type_name, not_null, comment in rows
+        for column in rows
     ]
     return TableCatalog(dg.TableSchema(columns=columns), int(found[0]) if found else 0)
 

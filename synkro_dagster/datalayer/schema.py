@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from operator import attrgetter
@@ -299,11 +300,22 @@ def infer_column(values: Sequence[Any]) -> tuple[str | None, Converter | None]:
 # --- target tables ---------------------------------------------------------------------------
 
 
-def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, str] | None:
-    """{column: canonical type} of `schema.table`, or None if it does not exist."""
+@dataclass(frozen=True)
+class ColumnInfo:
+    """One column of a table as PostgreSQL's catalog has it."""
+
+    name: str
+    type: str  # format_type(): e.g. `numeric(12,2)`, `timestamp with time zone`
+    not_null: bool
+    comment: str | None
+
+
+def table_columns(conn: sa.Connection, schema: str, table: str) -> list[ColumnInfo]:
+    """The columns of `schema.table` in table order (empty if it does not exist)."""
     rows = conn.execute(
         sa.text(
-            "select a.attname, format_type(a.atttypid, a.atttypmod)"
+            "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+            "       col_description(c.oid, a.attnum)"
             " from pg_attribute a"
             " join pg_class c on c.oid = a.attrelid"
             " join pg_namespace n on n.oid = c.relnamespace"
@@ -313,7 +325,13 @@ def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, 
         ),
         {"schema": schema, "table": table},
     ).all()
-    if not rows:
+    return [ColumnInfo(*row) for row in rows]
+
+
+def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, str] | None:
+    """{column: canonical type} of `schema.table`, or None if it does not exist."""
+    columns = table_columns(conn, schema, table)
+    if not columns:
         exists = conn.execute(
             sa.text(
                 "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace"
@@ -322,35 +340,18 @@ def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, 
             {"schema": schema, "table": table},
         ).first()
         return {} if exists else None
-    return {name: declared_type(type_name) for name, type_name in rows}
+    return {column.name: declared_type(column.type) for column in columns}
 
 
 def not_null_columns(conn: sa.Connection, schema: str, table: str) -> set[str]:
     """The NOT NULL columns of `schema.table` (empty if it does not exist)."""
-    rows = conn.execute(
-        sa.text(
-            "select a.attname from pg_attribute a"
-            " join pg_class c on c.oid = a.attrelid"
-            " join pg_namespace n on n.oid = c.relnamespace"
-            " where n.nspname = :schema and c.relname = :table"
-            "   and a.attnum > 0 and not a.attisdropped and a.attnotnull"
-        ),
-        {"schema": schema, "table": table},
-    )
-    return {name for (name,) in rows}
+    return {column.name for column in table_columns(conn, schema, table) if column.not_null}
 
 
 def column_comments(conn: sa.Connection, schema: str, table: str) -> dict[str, str]:
     """{column: comment} of `schema.table` for the columns that have one."""
-    rows = conn.execute(
-        sa.text(
-            "select a.attname, col_description(c.oid, a.attnum) from pg_attribute a"
-            " join pg_class c on c.oid = a.attrelid"
-            " join pg_namespace n on n.oid = c.relnamespace"
-            " where n.nspname = :schema and c.relname = :table"
-            "   and a.attnum > 0 and not a.attisdropped"
-            "   and col_description(c.oid, a.attnum) is not null"
-        ),
-        {"schema": schema, "table": table},
-    )
-    return {name: text for name, text in rows}
+    return {
+        column.name: column.comment
+        for column in table_columns(conn, schema, table)
+        if column.comment is not None
+    }
