@@ -15,16 +15,13 @@ from synkro_dagster.assets.factory import (
     build_report_jobs,
     build_spec_assets,
     build_spec_job,
-    connector_resource_key,
 )
 from synkro_dagster.database import DATABASE_URL_ENV
 from synkro_dagster.specs import SourceSpec, load_specs
+from synkro_dagster.specs.engines import connector_resources
 
 
 def _resources() -> dict[str, object]:
-    from synkro_dagster.connectors.files import FileDropConnector
-    from synkro_dagster.connectors.http import HttpConnector
-    from synkro_dagster.connectors.sql import SqlConnector
     from synkro_dagster.datalayer.resource import DataLayer
 
     # With SYNKRO_DATABASE_URL unset the data layer starts the embedded PostgreSQL at run time;
@@ -34,12 +31,8 @@ def _resources() -> dict[str, object]:
         if os.environ.get(DATABASE_URL_ENV)
         else DataLayer()
     )
-    return {
-        DATALAYER_RESOURCE: datalayer,
-        connector_resource_key("http"): HttpConnector(),
-        connector_resource_key("sql"): SqlConnector(),
-        connector_resource_key("files"): FileDropConnector(),
-    }
+    # Every engine's connector (specs/engines.py), under `<engine>_connector`.
+    return {DATALAYER_RESOURCE: datalayer, **connector_resources()}
 
 
 def build_definitions(specs: dict[str, SourceSpec]) -> dg.Definitions:

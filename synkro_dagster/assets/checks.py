@@ -13,25 +13,27 @@ from typing import Any
 
 import dagster as dg
 
+from synkro_dagster.specs.engines import ENGINES
+
 DUPLICATE_KEYS = "no_duplicate_keys_in_load"
 COMPLETENESS = "complete_against_source_total"
 FILES_REJECTED = "files_rejected"
 FUTURE_CURSOR = "no_records_beyond_max_future"
 SYNC_CHECKS = (DUPLICATE_KEYS, COMPLETENESS, FUTURE_CURSOR)  # evaluated by every sync run
-FILES_SYNC_CHECKS = (*SYNC_CHECKS, FILES_REJECTED)  # ... and by a files spec's sync
+FILES_SYNC_CHECKS = (*SYNC_CHECKS, FILES_REJECTED)  # ... and by a sync of dropped files
 # A rejected-files check lists at most this many files (the count is always complete).
 MAX_REJECTED_LISTED = 50
 
 
 def sync_checks(engine: str) -> tuple[str, ...]:
     """The checks a sync of a spec on `engine` evaluates."""
-    return FILES_SYNC_CHECKS if engine == "files" else SYNC_CHECKS
+    return FILES_SYNC_CHECKS if ENGINES[engine].file_drop else SYNC_CHECKS
 
 
 def check_specs_for(
     asset_key: dg.AssetKey,
     description: str,
-    engine: str = "",
+    engine: str,
     partitions_def: dg.PartitionsDefinition | None = None,
 ) -> list[dg.AssetCheckSpec]:
     """The sync checks of one stream asset, partitioned by `partitions_def` (the integrations)."""
@@ -59,7 +61,7 @@ def _check_specs(
             partitions_def=partitions_def,
         )
     ]
-    return (files if engine == "files" else []) + [
+    return (files if ENGINES[engine].file_drop else []) + [
         dg.AssetCheckSpec(
             DUPLICATE_KEYS,
             asset=asset_key,

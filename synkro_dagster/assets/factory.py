@@ -20,6 +20,7 @@ from synkro_dagster.assets.checks import (
 from synkro_dagster.connectors.streams import read_stream
 from synkro_dagster.contracts import Integration, StreamRead
 from synkro_dagster.errors import is_transient
+from synkro_dagster.specs.engines import connector_resource_key
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.tags import SPEC_TAG, allows_mass_delete, is_full_refresh, run_tags
 
@@ -33,10 +34,6 @@ def partitions_def_for(spec_name: str) -> dg.DynamicPartitionsDefinition:
 
 def job_name_for(spec_name: str) -> str:
     return f"sync_{spec_name}"
-
-
-def connector_resource_key(engine: str) -> str:
-    return f"{engine}_connector"
 
 
 def asset_key_for(source: SourceSpec, stream: StreamSpec) -> dg.AssetKey:
@@ -386,7 +383,7 @@ def _build_assets(
                         stats.future_limit,
                     ),
                 ]
-                if source.engine == "files":
+                if source.engine_entry.file_drop:
                     rejected = [(n, integration.redact(r)) for n, r in read.stats.rejected]
                     results.append(files_rejected_result(key, rejected, integration.id))
                     if read.stats.encodings:

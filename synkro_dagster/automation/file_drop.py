@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from synkro_dagster.assets.factory import connector_resource_key, job_name_for, partitions_def_for
+from synkro_dagster.assets.factory import job_name_for, partitions_def_for
 from synkro_dagster.automation import settings
 from synkro_dagster.connectors.files import FileDropConnector
 from synkro_dagster.connectors.files_inbox import (
@@ -47,6 +47,7 @@ from synkro_dagster.connectors.files_inbox import (
     stream_options,
 )
 from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.specs.engines import connector_resource_key
 from synkro_dagster.specs.models import SourceSpec
 from synkro_dagster.tags import INTEGRATION_TAG, run_tags
 
@@ -56,7 +57,7 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 DEFAULT_MAX_RETRIES = 3
 
 RegistryFactory = Callable[[], IntegrationRegistry]
-FILES_CONNECTOR = connector_resource_key("files")
+FILES_CONNECTOR = connector_resource_key("files")  # the engine whose connector has the inboxes
 # Hashing stops for this tick once this many seconds went by; the rest is hashed next tick (the
 # cache keeps what was done), so a drop of huge files never makes a tick time out.
 DEFAULT_HASH_BUDGET_SECONDS = 20.0
@@ -183,7 +184,7 @@ def build_file_drop_sensor(
     Uses the code location's `files_connector` resource, so the sensor and the runs agree on the
     inbox root and the stability window.
     """
-    if source.engine != "files":
+    if not source.engine_entry.file_drop:
         raise ValueError(f"spec '{source.name}' is a {source.engine} spec, not a files spec")
     partitions_name = partitions_def_for(source.name).name
     job_name = job_name_for(source.name)
@@ -265,9 +266,9 @@ def build_file_drop_sensors(
     specs: dict[str, SourceSpec],
     registry_factory: RegistryFactory = IntegrationRegistry.from_env,
 ) -> list[dg.SensorDefinition]:
-    """One file-drop sensor per `files` spec (none for other engines)."""
+    """One file-drop sensor per spec whose engine reads dropped files (`files`)."""
     return [
         build_file_drop_sensor(source, registry_factory)
         for _, source in sorted(specs.items())
-        if source.engine == "files"
+        if source.engine_entry.file_drop
     ]

@@ -20,9 +20,9 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 from pydantic import Field
 
+from synkro_dagster.connectors.base import ConnectorResource
 from synkro_dagster.connectors.files_formats import RawBatch, read_batches
 from synkro_dagster.connectors.files_inbox import (
     DroppedFile,
@@ -60,7 +60,7 @@ _hashes = HashCache()
 _EMPTY_IS_NULL = {"": None}
 
 
-class FileDropConnector(dg.ConfigurableResource):
+class FileDropConnector(ConnectorResource):
     """Reads CSV, XLSX, JSON and NDJSON files from `<inbox_root>/<integration id>/`."""
 
     inbox_root: str | None = Field(
@@ -84,7 +84,9 @@ class FileDropConnector(dg.ConfigurableResource):
         return inbox_dir(self.root(), integration_id)
 
     @contextmanager
-    def session(self, source: SourceSpec, integration: Integration) -> Iterator[FileDropSession]:
+    def open_session(
+        self, source: SourceSpec, integration: Integration
+    ) -> Iterator[FileDropSession]:
         inbox = self.inbox(integration.id)
         inbox.mkdir(parents=True, exist_ok=True)
         # A linked inbox or processed/ folder, or a file in its place: fail before reading.

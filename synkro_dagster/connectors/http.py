@@ -39,6 +39,7 @@ from pydantic import Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from synkro_dagster import jsonnumbers, limits
+from synkro_dagster.connectors.base import ConnectorResource
 from synkro_dagster.connectors.http_auth import NO_AUTH, Authenticator, authenticator_for
 from synkro_dagster.connectors.http_errors import (
     ForbiddenDestinationError,
@@ -292,7 +293,7 @@ class _RedactingFilter(logging.Filter):
 # The resource and its session
 
 
-class HttpConnector(dg.ConfigurableResource):
+class HttpConnector(ConnectorResource):
     """Reads `http` source specs. One session per run and integration; see `session`."""
 
     connect_timeout: float = Field(default=10.0, description="seconds to open a connection")
@@ -319,7 +320,7 @@ class HttpConnector(dg.ConfigurableResource):
     user_agent: str = "synkro-dagster/0.1"
 
     @contextmanager
-    def session(self, source: SourceSpec, integration: Integration) -> Iterator[HttpSession]:
+    def open_session(self, source: SourceSpec, integration: Integration) -> Iterator[HttpSession]:
         """A session for one run of `integration`; closes its connections on exit."""
         session = HttpSession(self, source, integration)
         try:

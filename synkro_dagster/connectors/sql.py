@@ -27,7 +27,6 @@ from contextlib import contextmanager, suppress
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.dialects import mysql as mysql_types
@@ -36,6 +35,7 @@ from sqlalchemy.sql import sqltypes
 
 from synkro_dagster import jsonnumbers
 from synkro_dagster.connectors import sql_fast
+from synkro_dagster.connectors.base import ConnectorResource
 from synkro_dagster.connectors.columns import ColumnShaper
 from synkro_dagster.contracts import (
     Batch,
@@ -379,7 +379,7 @@ class SqlSession:
     ) -> None:
         self._connector = connector
         self._source = source
-        self._integration = integration
+        self.integration = integration
         self._options = source.sql or SqlSourceOptions()
         self._url = self._build_url()
         self.safe_url = self._url.render_as_string(hide_password=True)
@@ -388,14 +388,14 @@ class SqlSession:
     # -- setup -------------------------------------------------------------------------------
 
     def _secrets(self) -> list[str]:
-        values = [str(v) for v in self._integration.secrets.values() if v]
+        values = [str(v) for v in self.integration.secrets.values() if v]
         inline = getattr(self, "_inline_password", None)
         if inline:
             values.append(inline)
         return values
 
     def _error(self, stream: StreamSpec | None, problem: str) -> SqlSourceError:
-        where = f"sql integration '{self._integration.id}' (spec '{self._source.name}')"
+        where = f"sql integration '{self.integration.id}' (spec '{self._source.name}')"
         if stream is not None:
             where += f", stream '{stream.name}'"
         url = getattr(self, "safe_url", None)
@@ -405,8 +405,9 @@ class SqlSession:
 
     def _build_url(self) -> URL:
         key = self._options.url_config
-        # The spec's `config` defaults apply here as in every engine (and the registry).
-        raw = self._source.resolve_config(self._integration.config).get(key)
+        # Resolved by ConnectorResource.session: the spec's `config` defaults apply, as in the
+        # registry.
+        raw = self.integration.config.get(key)
         if not raw:
             raise self._error(None, f"the integration's config has no '{key}' (a SQLAlchemy URL)")
         try:
@@ -423,7 +424,7 @@ class SqlSession:
         if url.drivername in DEFAULT_DRIVERS:
             url = url.set(drivername=DEFAULT_DRIVERS[url.drivername])
         secret = self._options.password_secret
-        password = self._integration.secrets.get(secret) if secret else None
+        password = self.integration.secrets.get(secret) if secret else None
         # SQLite has no password; a secret the registry holds anyway must not break the URL.
         if password and url.get_backend_name() != "sqlite":
             url = url.set(password=password)
@@ -961,7 +962,7 @@ def _is_driver_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in ("psycopg", "psycopg_binary")
 
 
-class SqlConnector(dg.ConfigurableResource):
+class SqlConnector(ConnectorResource):
     """Reads the streams of `engine: sql` specs from any SQLAlchemy URL.
 
     The URL comes from the integration's config (key `sql.url_config`, default `url`), the password
@@ -1001,7 +1002,7 @@ class SqlConnector(dg.ConfigurableResource):
     )
 
     @contextmanager
-    def session(self, source: SourceSpec, integration: Integration) -> Iterator[SqlSession]:
+    def open_session(self, source: SourceSpec, integration: Integration) -> Iterator[SqlSession]:
         """One engine for this integration for the duration of the block, disposed at exit."""
         session = SqlSession(self, source, integration)
         try:

@@ -11,13 +11,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from synkro_dagster.specs.columns import ColumnControl, Naming, landed_name, split_columns
 from synkro_dagster.specs.cursors import AS_STORED, check_format, parse_duration
+from synkro_dagster.specs.engines import ENGINES, EngineEntry
 from synkro_dagster.specs.files import FilesSourceOptions, FilesStreamOptions
 from synkro_dagster.specs.http import HttpSourceOptions, HttpStreamOptions
 from synkro_dagster.specs.sql import SqlSourceOptions, SqlStreamOptions
 
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
-Engine = Literal["http", "sql", "files"]
 WriteMode = Literal["merge", "append", "replace", "history"]
 COLUMN_TYPES = (
     "text",
@@ -315,7 +315,7 @@ class StreamSpec(StrictModel):
 
 class SourceSpec(StrictModel):
     name: str
-    engine: Engine
+    engine: str = Field(description="the engine that reads the source: " + ", ".join(ENGINES))
     description: str = ""
     target_schema: str = Field(default="public", alias="schema")
     naming: Naming = Field(
@@ -347,6 +347,18 @@ class SourceSpec(StrictModel):
             raise ValueError("must be lowercase letters, digits and _ (starting with a letter)")
         return value
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"unknown engine {value!r}; engines: {', '.join(ENGINES)}")
+        return value
+
+    @property
+    def engine_entry(self) -> EngineEntry:
+        """What the spec's engine is and may do (`specs/engines.py`)."""
+        return ENGINES[self.engine]
+
     @model_validator(mode="after")
     def _streams(self) -> SourceSpec:
         names = [s.name for s in self.streams]
@@ -364,7 +376,7 @@ class SourceSpec(StrictModel):
                     f" '{self.target_schema}.{table}'; give one of them its own `table:`"
                 )
             writers[table] = stream.name
-        for engine in ("http", "sql", "files"):
+        for engine in ENGINES:
             if engine != self.engine:
                 used = [s.name for s in self.streams if getattr(s, engine) is not None]
                 if getattr(self, engine) is not None or used:
@@ -372,8 +384,8 @@ class SourceSpec(StrictModel):
         self._check_columns_and_children()
         # Each engine checks what only it understands (placeholders, pagination fields, ...).
         options = getattr(self, self.engine)
-        if options is None and self.engine == "files":
-            options = FilesSourceOptions()  # every files default is optional; streams still check
+        if options is None and self.engine_entry.options_optional:
+            options = self.engine_entry.source_options()  # all defaults; streams still check
         check = getattr(options, "check_spec", None)
         if check is not None:
             check(self)
@@ -382,6 +394,7 @@ class SourceSpec(StrictModel):
     def _check_columns_and_children(self) -> None:
         problems: list[str] = []
         by_name = {s.name: s for s in self.streams}
+        entry = self.engine_entry
         for stream in self.streams:
             where = f"stream '{stream.name}'"
             control = stream.column_control
@@ -407,8 +420,10 @@ class SourceSpec(StrictModel):
                         f"{where}, field 'columns.hash': the cursor field "
                         f"'{stream.cursor.field}' cannot be hashed"
                     )
-            if stream.partitioned_by is not None and self.engine != "http":
-                problems.append(f"{where}, field 'partitioned_by': http streams only")
+            if stream.partitioned_by is not None and not entry.partitioned_streams:
+                problems.append(
+                    f"{where}, field 'partitioned_by': not supported for {self.engine} streams"
+                )
             if stream.parent is None:
                 if stream.unnest is not None or stream.parent_columns:
                     problems.append(f"{where}: 'unnest' and 'parent_columns' need a 'parent'")
@@ -431,13 +446,15 @@ class SourceSpec(StrictModel):
                     f"(it reads the children of the parent records changed since its last sync); "
                     "remove it"
                 )
-            if stream.unnest is None and self.engine != "http":
+            if stream.unnest is None and not entry.child_requests:
                 problems.append(
                     f"{where}: a child stream of a {self.engine} spec needs 'unnest' (the parent "
-                    "field holding its records); reading one request per parent is http only"
+                    "field holding its records); reading one request per parent is for "
+                    + ", ".join(name for name, e in ENGINES.items() if e.child_requests)
+                    + " specs only"
                 )
-            if stream.unnest is not None and self.engine == "files":
-                problems.append(f"{where}, field 'unnest': not supported for files streams")
+            if stream.unnest is not None and not entry.unnest:
+                problems.append(f"{where}, field 'unnest': not supported for {self.engine} streams")
             if stream.unnest is not None and getattr(stream, self.engine) is not None:
                 problems.append(
                     f"{where}: an unnested child stream is read from its parent; remove its "
@@ -555,7 +572,7 @@ class SourceSpec(StrictModel):
         if stream.deletes is not None:
             return stream.deletes
         if (
-            self.engine != "files"
+            not self.engine_entry.file_drop
             and stream.write_mode == "merge"
             and stream.cursor is None
             and stream.parent is None
