@@ -11,6 +11,9 @@ at once with the same reason (a circuit breaker), so a dead source fails a run i
 retry budget per stream. Each page's records are handed on as one batch as soon as the
 page arrives, so memory holds one page. A server that repeats a page fails instead of looping.
 
+Each auth kind is a class in `http_auth.py` and each pagination kind one in `http_paging.py`,
+joined to its spec model by `register_auth` / `register_paginator`; this module owns the requests.
+
 Secrets never leave the session: error messages and httpx's own log lines pass through the
 integration's redaction, and query parameters that carry a key are dropped from any URL shown.
 """
@@ -44,16 +47,25 @@ from synkro_dagster.connectors.http_auth import NO_AUTH, Authenticator, authenti
 from synkro_dagster.connectors.http_errors import (
     ForbiddenDestinationError,
     HttpSourceError,
-    PaginationLoopError,
     RedirectRefusedError,
     ResponseTooLargeError,
     SourceUnreachableError,
+)
+from synkro_dagster.connectors.http_errors import (
+    PaginationLoopError as PaginationLoopError,
 )
 from synkro_dagster.connectors.http_guard import (
     DestinationRefused,
     check_url,
     guarded_transport,
     same_origin,
+)
+from synkro_dagster.connectors.http_paging import (
+    Page,
+    PageRequest,
+    PagingContext,
+    paginator_for,
+    select,
 )
 from synkro_dagster.contracts import (
     Batch,
@@ -68,14 +80,8 @@ from synkro_dagster.contracts import (
 from synkro_dagster.specs.cursors import render as render_cursor
 from synkro_dagster.specs.http import (
     PLACEHOLDER,
-    CursorPagination,
     HttpSourceOptions,
     HttpStreamOptions,
-    LinkHeaderPagination,
-    NextUrlPagination,
-    OffsetPagination,
-    PageNumberPagination,
-    SinglePage,
     Total,
     auth_secret_names,
 )
@@ -149,29 +155,6 @@ def retry_after_deadline(value: str | None, now: float | None = None) -> float |
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(now, moment.timestamp())
-
-
-def select(body: Any, path: str | None) -> Any:
-    """The value at a dotted body path: 'data', 'result.items', 'items.0.id'; '$' or '' is the body."""
-    if path is None:
-        return None
-    path = path.strip()
-    if path in ("", "$"):
-        return body
-    if path.startswith("$."):
-        path = path[2:]
-    value = body
-    for key in path.split("."):
-        if isinstance(value, Mapping):
-            value = value.get(key)
-        elif isinstance(value, list) and key.lstrip("-").isdigit():
-            index = int(key)
-            value = value[index] if -len(value) <= index < len(value) else None
-        else:
-            return None
-        if value is None:
-            return None
-    return value
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -864,6 +847,17 @@ class HttpSession:
         base = self.render(self.options.base_url, "http.base_url").rstrip("/")
         return f"{base}/{path.lstrip('/')}" if path else base
 
+    def _paging_context(self, stream: str, method: str) -> PagingContext:
+        return PagingContext(
+            stream=f"integration '{self.integration.id}', stream '{stream}'",
+            method=method,
+            page_size=self.connector.page_size,
+            max_pages=self.connector.max_pages,
+            follow_redirects=self.options.follow_redirects,
+            safe_url=self.safe_url,
+            redact=self.redact,
+        )
+
     def _check_records(
         self, name: str, number: int, response: httpx.Response, records: list, path: str
     ) -> None:
@@ -950,38 +944,29 @@ class HttpSession:
                 params[stream.cursor.param] = render_cursor(start, stream.cursor.format)
             keep = cursor_filter(start)
 
-        size_param = getattr(pagination, "page_size_param", None)
-        if size_param:
-            params[size_param] = getattr(pagination, "page_size", None) or self.connector.page_size
-        if isinstance(pagination, PageNumberPagination):
-            page = pagination.start
-            params[pagination.param] = page
-        elif isinstance(pagination, OffsetPagination):
-            offset = pagination.start
-            params[pagination.offset_param] = offset
-            params[pagination.limit_param] = pagination.limit
-
-        previous_content: bytes | None = None
-        seen_next: set[str] = set()
+        paginator = paginator_for(pagination, self._paging_context(name, options.method))
+        request: PageRequest | None = paginator.first(url, params)
         received = 0
         dropped = 0
         body: Any = None
         records: Any = None
-        for number in range(1, self.connector.max_pages + 1):
+        number = 0
+        while request is not None:
+            number += 1
             # Drop the previous page before fetching the next, so at most one page is held here.
             body = records = None
             response = self.send(
                 name,
                 options.method,
-                url,
-                params=params,
+                request.url,
+                params=request.params,
                 headers=headers,
                 json=options.json_body,
-                auth=auth,
+                # A next-page URL at another origin is read without credentials, like a redirect.
+                auth=auth if request.credentials else NO_AUTH,
             )
-            content = response.content
             stats.pages += 1
-            stats.bytes += len(content)
+            stats.bytes += len(response.content)
             body = self._parse_page(name, number, response)
             records = select(body, records_path)
             if records is None and number > 1:
@@ -997,15 +982,7 @@ class HttpSession:
                 stats.source_total = self._total(total_spec, body, response)
             if not records:
                 break
-            # A server ignoring the page parameter sends the previous page again. Comparing the
-            # bytes is cheap (pages differ within the first records) and needs no hashing.
-            if content == previous_content:
-                raise PaginationLoopError(
-                    f"{self.describe(name, options.method, response.request.url)}: page {number} "
-                    "has the same content as the page before; the server ignores the pagination "
-                    "parameters, so reading on would never end"
-                )
-            previous_content = content
+            paginator.check_content(number, response)
             received += len(records)
             if keep is not None and cursor_field:
                 before = len(records)
@@ -1014,62 +991,8 @@ class HttpSession:
             stats.records += len(records)
             if records:
                 yield records
-
-            # Where is the next page?
-            total = stats.source_total
-            if isinstance(pagination, SinglePage):
-                break
-            if isinstance(pagination, PageNumberPagination):
-                total_pages = (
-                    select(body, pagination.total_pages) if pagination.total_pages else None
-                )
-                if (
-                    isinstance(total_pages, int | str)
-                    and str(total_pages).isdigit()
-                    and page - pagination.start + 1 >= int(total_pages)
-                ):
-                    break
-                if total is not None and received >= total:
-                    break
-                page += 1
-                params[pagination.param] = page
-            elif isinstance(pagination, OffsetPagination):
-                offset += pagination.limit
-                if total is not None and offset >= total:
-                    break
-                params[pagination.offset_param] = offset
-            elif isinstance(pagination, CursorPagination):
-                token = select(body, pagination.token)
-                if token in (None, ""):
-                    break
-                token = str(token)
-                self._check_new(token, seen_next, name, options.method, response, "next token")
-                params[pagination.param] = token
-            elif isinstance(pagination, NextUrlPagination | LinkHeaderPagination):
-                if isinstance(pagination, NextUrlPagination):
-                    target = select(body, pagination.path)
-                else:
-                    target = (response.links.get(pagination.rel) or {}).get("url")
-                if not target:
-                    break
-                target = str(response.request.url.join(str(target)))
-                self._check_new(target, seen_next, name, options.method, response, "next URL")
-                if not same_origin(httpx.URL(url), httpx.URL(target)):
-                    # The body named another origin: like a redirect, credentials stay behind.
-                    if self.options.follow_redirects != "any":
-                        raise RedirectRefusedError(
-                            f"{self.describe(name, options.method, response.request.url)}: the "
-                            f"next page URL {self.safe_url(target)} is at another origin; "
-                            "credentials must not follow it (spec http.follow_redirects: "
-                            f"{self.options.follow_redirects}; 'any' reads it without credentials)"
-                        )
-                    auth = NO_AUTH
-                # The next URL carries every query parameter already.
-                url, params = target, {}
-        else:
-            raise HttpSourceError(
-                f"integration '{self.integration.id}', stream '{name}': more than "
-                f"{self.connector.max_pages} pages (HttpConnector.max_pages)"
+            request = paginator.next(
+                Page(number, request, response, body, received, stats.source_total)
             )
         if dropped:
             logger.info(
@@ -1079,23 +1002,6 @@ class HttpSession:
                 name,
                 dropped,
             )
-
-    def _check_new(
-        self,
-        value: str,
-        seen: set[str],
-        stream: str,
-        method: str,
-        response: httpx.Response,
-        what: str,
-    ) -> None:
-        if value in seen:
-            raise PaginationLoopError(
-                f"{self.describe(stream, method, response.request.url)}: the server sent the same "
-                f"{what} twice ({self.safe_url(value) if what == 'next URL' else self.redact(value)!r}); "
-                "reading on would never end"
-            )
-        seen.add(value)
 
     @staticmethod
     def _total(spec: Total, body: Any, response: httpx.Response) -> int | None:
