@@ -2,7 +2,7 @@
 
 An `Authenticator` adds its credentials to each request (`apply`) and renews them when the server
 answers 401 (`refresh`). `register_auth(Model)` joins a spec model (synkro_dagster/specs/http.py)
-to the class that implements it; `authenticator_for` is the one place a session turns a spec's
+to the class that implements it in one map; `authenticator_for` is the one place a session turns a spec's
 auth block into behaviour. Every value a kind learns at run time (a token, an encoded pair) is
 handed to the session's redaction, and every query parameter that carries a secret is named in
 `secret_params` so no URL shown in a log or an error carries it.
@@ -15,12 +15,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel
 
 from synkro_dagster.connectors.http_errors import HttpSourceError
+from synkro_dagster.connectors.http_kinds import KindMap
 from synkro_dagster.specs.http import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials
 
 logger = logging.getLogger(__name__)
@@ -66,36 +67,18 @@ class Authenticator:
 
 NO_AUTH = Authenticator()
 
-_AuthClass = TypeVar("_AuthClass", bound=type[Authenticator])
-_AUTHENTICATORS: dict[type[BaseModel], Callable[[Any, AuthSession], Authenticator]] = {}
-
-
-def register_auth(model: type[BaseModel]) -> Callable[[_AuthClass], _AuthClass]:
-    """Class decorator: the class implements the auth kind of spec model `model`. The class is
-    built as `cls(spec, session)` once per session and distinct auth block."""
-
-    def register(cls: _AuthClass) -> _AuthClass:
-        if model in _AUTHENTICATORS:
-            raise ValueError(f"auth model {model.__name__} is registered twice")
-        _AUTHENTICATORS[model] = cls
-        return cls
-
-    return register
-
-
-def registered_auth_models() -> frozenset[type[BaseModel]]:
-    return frozenset(_AUTHENTICATORS)
+_AUTHENTICATORS: KindMap[Callable[[Any, AuthSession], Authenticator]] = KindMap(
+    "auth", "synkro_dagster.connectors.http_auth.register_auth"
+)
+# Class decorator: the class implements the auth kind of a spec model, built as
+# `cls(spec, session)` once per session and distinct auth block.
+register_auth = _AUTHENTICATORS.register
+registered_auth_models = _AUTHENTICATORS.models
 
 
 def authenticator_for(spec: BaseModel, session: AuthSession) -> Authenticator:
     """The authenticator for one spec auth block; its secrets are read from `session` now."""
-    build = _AUTHENTICATORS.get(type(spec))
-    if build is None:
-        raise HttpSourceError(
-            f"auth kind '{getattr(spec, 'kind', type(spec).__name__)}' has no implementation "
-            "(register one with synkro_dagster.connectors.http_auth.register_auth)"
-        )
-    return build(spec, session)
+    return _AUTHENTICATORS.implementation(spec)(spec, session)
 
 
 class StaticAuth(Authenticator):

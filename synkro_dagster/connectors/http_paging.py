@@ -27,6 +27,7 @@ from synkro_dagster.connectors.http_errors import (
     RedirectRefusedError,
 )
 from synkro_dagster.connectors.http_guard import same_origin
+from synkro_dagster.connectors.http_kinds import KindMap
 from synkro_dagster.specs.http import (
     CursorPagination,
     LinkHeaderPagination,
@@ -198,36 +199,17 @@ class Paginator(Generic[_Spec]):
         return PageRequest(url, {}, credentials)
 
 
-_PaginatorClass = TypeVar("_PaginatorClass", bound=type[Paginator[Any]])
-_PAGINATORS: dict[type[BaseModel], type[Paginator[Any]]] = {}
-
-
-def register_paginator(model: type[BaseModel]) -> Callable[[_PaginatorClass], _PaginatorClass]:
-    """Class decorator: the class implements the pagination kind of spec model `model`."""
-
-    def register(cls: _PaginatorClass) -> _PaginatorClass:
-        if model in _PAGINATORS:
-            raise ValueError(f"pagination model {model.__name__} is registered twice")
-        _PAGINATORS[model] = cls
-        return cls
-
-    return register
-
-
-def registered_pagination_models() -> frozenset[type[BaseModel]]:
-    return frozenset(_PAGINATORS)
+_PAGINATORS: KindMap[type[Paginator[Any]]] = KindMap(
+    "pagination", "synkro_dagster.connectors.http_paging.register_paginator"
+)
+# Class decorator: the class implements the pagination kind of a spec model.
+register_paginator = _PAGINATORS.register
+registered_pagination_models = _PAGINATORS.models
 
 
 def paginator_for(spec: BaseModel, context: PagingContext) -> Paginator[Any]:
     """A fresh paginator for one read of a stream paginated as `spec` says."""
-    cls = _PAGINATORS.get(type(spec))
-    if cls is None:
-        raise HttpSourceError(
-            f"{context.stream}: pagination kind "
-            f"'{getattr(spec, 'kind', type(spec).__name__)}' has no implementation (register "
-            "one with synkro_dagster.connectors.http_paging.register_paginator)"
-        )
-    return cls(spec, context)
+    return _PAGINATORS.implementation(spec, f"{context.stream}: ")(spec, context)
 
 
 # ---------------------------------------------------------------------------------------------
