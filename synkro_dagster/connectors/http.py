@@ -350,7 +350,7 @@ class HttpSession:
         )
         self._auths: dict[str, Authenticator] = {}
         self.breaker = ConnectionBreaker(connector.max_connection_failures)
-        # What the current thread is requesting, for the retry log line and the breaker's stop.
+        # The request the current thread is sending, for the retry log line and the breaker's stop.
         self._current = threading.local()
         self._retrying, self._nested_retrying = (
             Retrying(
@@ -481,7 +481,7 @@ class HttpSession:
         c = self.connector
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, CONNECTION_ERRORS) and self.breaker.open_reason(
-            getattr(self._current, "url", "")
+            self._requesting().url
         ):
             return True  # the session's connection budget for this host is spent
         return (
@@ -491,6 +491,7 @@ class HttpSession:
 
     def _log_retry(self, state: RetryCallState) -> None:
         """One line per retry: which request, which attempt, how long it waits and why."""
+        current = self._requesting()
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, _Retryable):
             reason = f"HTTP {error.response.status_code}"
@@ -502,12 +503,10 @@ class HttpSession:
             try:
                 url = error.request.url  # type: ignore[union-attr]
             except (AttributeError, RuntimeError):  # an error raised before a request existed
-                url = getattr(self._current, "url", "")
-        stream = getattr(self._current, "stream", "?")
-        method = getattr(self._current, "method", "GET")
+                url = current.url
         retry_logger.warning(
             "%s: attempt %d of %d failed (%s); retrying in %.1fs",
-            self.describe(stream, method, url),
+            self.describe(current.stream, current.method, url),
             state.attempt_number,
             self.connector.max_retries + 1,
             self.redact(reason),
@@ -533,20 +532,21 @@ class HttpSession:
         `_attempt` adds the credentials and honours the breaker and the rate budget, `_exchange`
         follows redirects by the spec's policy and reads the body within its limit."""
         request = _Request(stream, method, url, params, headers, json, data, auth or NO_AUTH, basic)
-        outer = (
-            getattr(self._current, "stream", None),
-            getattr(self._current, "method", None),
-            getattr(self._current, "url", None),
-        )
+        outer: _Request | None = getattr(self._current, "request", None)
         # A token fetch runs inside a page request's attempt: a Retrying is not re-entrant, so a
         # request made while another is under way on this thread takes the second one.
-        retrying = self._retrying if outer[0] is None else self._nested_retrying
-        self._current.stream, self._current.method, self._current.url = stream, method, url
+        retrying = self._retrying if outer is None else self._nested_retrying
+        self._current.request = request
         try:
             return self._send(request, retrying)
         finally:
             # A token fetch runs inside a page request; the page request's retries log as the page.
-            self._current.stream, self._current.method, self._current.url = outer
+            self._current.request = outer
+
+    def _requesting(self) -> _Request:
+        """The request the current thread is sending (for the retry callbacks)."""
+        current: _Request | None = getattr(self._current, "request", None)
+        return current or _Request("?", "GET", "")
 
     def _send(self, request: _Request, retrying: Retrying) -> httpx.Response:
         stream, method, url = request.stream, request.method, request.url
