@@ -46,6 +46,7 @@ def child(api_url: str, records: int, page_size: int) -> dict:
     from synkro_dagster.datalayer.resource import DataLayer
     from synkro_dagster.demo.api_server import Credentials
     from synkro_dagster.integrations.registry import IntegrationRegistry
+    from synkro_dagster.integrations.resource import IntegrationsResource
 
     spec = bench_spec(page_size)
     specs_dir = Path(tempfile.mkdtemp(prefix="synkro-bench-specs-"))
@@ -75,6 +76,7 @@ def child(api_url: str, records: int, page_size: int) -> dict:
                 instance=instance,
                 resources={
                     "datalayer": DataLayer(database_url=url),
+                    "integrations": IntegrationsResource(database_url=url),
                     "http_connector": HttpConnector(page_size=page_size),
                 },
             )

@@ -98,15 +98,17 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
-def database_engine() -> sa.Engine:
-    """The data layer engine (SYNKRO_DATABASE_URL, else the embedded server), or a one-line
-    error when the URL is unusable. For commands defined in other modules too."""
+def integrations_registry() -> IntegrationRegistry:
+    """The integrations registry as the code location's `integrations` resource reaches it
+    (SYNKRO_DATABASE_URL, else the embedded server), or a one-line error when the URL is
+    unusable. For commands defined in other modules too."""
     import sqlalchemy as sa
 
-    from synkro_dagster.database import DATABASE_URL_ENV, get_engine
+    from synkro_dagster.database import DATABASE_URL_ENV
+    from synkro_dagster.resources import build_registry
 
     try:
-        return get_engine()
+        return build_registry()
     except (sa.exc.ArgumentError, ValueError):
         if not os.environ.get(DATABASE_URL_ENV):
             raise
@@ -117,10 +119,9 @@ def database_engine() -> sa.Engine:
         ) from None
 
 
-def _registry() -> IntegrationRegistry:
-    from synkro_dagster.integrations.registry import IntegrationRegistry
-
-    return IntegrationRegistry(database_engine())
+def database_engine() -> sa.Engine:
+    """The data layer engine: the registry's (one route to the database)."""
+    return integrations_registry().engine
 
 
 # -- synkro db ---------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def integrations_add(
         --config base_url=https://api.example.com --secret token=@env:SHOP_TOKEN \\
         --schedule "*/30 * * * *"
     """
-    integration = _registry().add(
+    integration = integrations_registry().add(
         integration_id,
         spec=spec,
         tenant=tenant,
@@ -317,7 +318,7 @@ def integrations_update(
 ) -> None:
     """Change an integration's config, secrets, schedule or tenant; its sync state stays."""
     changes: dict[str, Any] = {key: (value or None) for key, value in _parse_config(config).items()}
-    _registry().update(
+    integrations_registry().update(
         integration_id,
         config=changes or None,
         secrets=_parse_secrets(secrets) or None,
@@ -331,7 +332,7 @@ def integrations_update(
 @click.option("--spec", default=None, help="Only integrations of this spec.")
 def integrations_list(spec: str | None) -> None:
     """List integrations (no config, no secrets; no key needed)."""
-    entries = _registry().entries(spec=spec)
+    entries = integrations_registry().entries(spec=spec)
     if not entries:
         click.echo("no integrations (add one with `synkro integrations add`)")
         return
@@ -360,7 +361,7 @@ def integrations_list(spec: str | None) -> None:
 @click.argument("integration_id", metavar="ID")
 def integrations_show(integration_id: str) -> None:
     """Show one integration; secret values are masked."""
-    registry = _registry()
+    registry = integrations_registry()
     entry = registry.entry(integration_id)
     integration = registry.get(integration_id)
     click.echo(f"id:        {integration.id}")
@@ -381,7 +382,7 @@ def integrations_show(integration_id: str) -> None:
 @click.argument("integration_id", metavar="ID")
 def integrations_enable(integration_id: str) -> None:
     """Enable an integration: its schedule and sensors run it again."""
-    _registry().enable(integration_id)
+    integrations_registry().enable(integration_id)
     click.echo(f"enabled integration '{integration_id}'")
 
 
@@ -389,7 +390,7 @@ def integrations_enable(integration_id: str) -> None:
 @click.argument("integration_id", metavar="ID")
 def integrations_disable(integration_id: str) -> None:
     """Disable an integration: schedules and sensors skip it; its data and state stay."""
-    _registry().disable(integration_id)
+    integrations_registry().disable(integration_id)
     click.echo(f"disabled integration '{integration_id}'")
 
 
@@ -398,7 +399,7 @@ def integrations_disable(integration_id: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def integrations_remove(integration_id: str, yes: bool) -> None:
     """Remove an integration with its sync state; rows it already landed stay."""
-    registry = _registry()
+    registry = integrations_registry()
     registry.entry(integration_id)  # a clear "not found" before asking anything
     if not yes:
         click.confirm(
@@ -436,7 +437,7 @@ def secrets_rotate() -> None:
       1. INTEGRATION_SECRET_KEY="<new key>,<old key>"  then  synkro secrets rotate
       2. INTEGRATION_SECRET_KEY="<new key>"            (the old key is no longer needed)
     """
-    count = _registry().rotate_secrets()
+    count = integrations_registry().rotate_secrets()
     click.echo(f"re-encrypted the secrets of {count} integration(s) with the first key")
 
 

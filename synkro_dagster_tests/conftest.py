@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from synkro_dagster.database import embedded_database_url, sqlalchemy_url
 from synkro_dagster.datalayer.migrations import migrate
+from synkro_dagster.integrations.resource import IntegrationsResource
 
 # A sync failing with a transient error is retried after 15 s, 30 s, 60 s in production; tests
 # that expect a failure want it at once. Set before any Definitions are built (at collection).
@@ -107,6 +108,12 @@ def empty_database_url(admin_engine: sa.Engine, pg_server_url: str) -> Iterator[
     name = _create_database(admin_engine, None)
     yield _database_url(pg_server_url, name)
     _drop_database(admin_engine, name)
+
+
+@pytest.fixture
+def integrations(database_url: str) -> IntegrationsResource:
+    """The `integrations` resource on this test's database, as sensors and runs receive it."""
+    return IntegrationsResource(database_url=database_url)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs import SourceSpec, load_spec_file
 from synkro_dagster.specs.loader import specs_dir
 from synkro_dagster.tags import FULL_REFRESH_TAG, run_tags
+from synkro_dagster_tests.resources import run_resources
 from synkro_dagster_tests.testapi import ITEMS, TESTAPI, secrets_for_testapi
 
 FAST = dict(
@@ -73,10 +74,7 @@ class Sync:
         self.spec = spec
         self.instance = instance
         self.assets = build_spec_assets(spec)
-        self.resources = {
-            "datalayer": DataLayer(database_url=database_url),
-            "http_connector": HttpConnector(**FAST),
-        }
+        self.resources = run_resources(database_url, http_connector=HttpConnector(**FAST))
 
     def __call__(
         self, streams: list[str], integration: str = INTEGRATION, **tags: str

@@ -19,6 +19,7 @@ from synkro_dagster.automation.alerts import (
     webhook_payload,
 )
 from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.tags import run_tags
 from synkro_dagster_tests.test_automation_sensors import add_integration
 
@@ -103,7 +104,10 @@ def sync_crm() -> None:
 
 
 def _failure_context(
-    instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str, str]
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    tags: dict[str, str],
+    integrations: IntegrationsResource,
 ) -> dg.RunStatusSensorContext:
     result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
     assert not result.success
@@ -112,21 +116,25 @@ def _failure_context(
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
+        resources={"integrations": integrations},
     )
 
 
 @pytest.fixture
-def registry(engine) -> IntegrationRegistry:
+def registry(engine, integrations) -> IntegrationsResource:
+    """The `integrations` resource on a registry holding acme-shop."""
     add_integration(engine, "acme-shop", spec="shop", tenant="acme", secrets={"token": TOKEN})
-    return IntegrationRegistry(engine)
+    return integrations
 
 
 def test_generic_alert_names_spec_integration_tenant_run_and_link(registry, receiver, monkeypatch):
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
     monkeypatch.setenv("SYNKRO_UI_URL", "https://synkro.example/")
-    sensor = build_failure_alert_sensor(lambda: registry)
+    sensor = build_failure_alert_sensor()
     with dg.instance_for_test() as instance:
-        context = _failure_context(instance, sync_shop, run_tags("acme-shop", "shop", "acme"))
+        context = _failure_context(
+            instance, sync_shop, run_tags("acme-shop", "shop", "acme"), registry
+        )
         sensor(context)
         run_id = context.dagster_run.run_id
 
@@ -141,9 +149,11 @@ def test_generic_alert_names_spec_integration_tenant_run_and_link(registry, rece
 
 def test_alert_error_has_no_secrets(registry, receiver, monkeypatch):
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
-    sensor = build_failure_alert_sensor(lambda: registry)
+    sensor = build_failure_alert_sensor()
     with dg.instance_for_test() as instance:
-        sensor(_failure_context(instance, sync_shop, run_tags("acme-shop", "shop", "acme")))
+        sensor(
+            _failure_context(instance, sync_shop, run_tags("acme-shop", "shop", "acme"), registry)
+        )
     text = json.dumps(receiver.bodies)
     for secret in (TOKEN, "eyJhbGciOi", "pa55word", "hunter2"):
         assert secret not in text
@@ -156,9 +166,9 @@ def test_failure_description_and_metadata_reach_the_alert_redacted(registry, rec
     # A run started from the UI or a backfill has no synkro tags: the partition is the id and
     # the tenant comes from the registry.
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
-    sensor = build_failure_alert_sensor(lambda: registry)
+    sensor = build_failure_alert_sensor()
     with dg.instance_for_test() as instance:
-        sensor(_failure_context(instance, sync_crm, {"dagster/partition": "acme-shop"}))
+        sensor(_failure_context(instance, sync_crm, {"dagster/partition": "acme-shop"}, registry))
     [body] = receiver.bodies
     assert (body["integration"], body["tenant"]) == ("acme-shop", "acme")
     assert body["error"] == (
@@ -169,9 +179,11 @@ def test_failure_description_and_metadata_reach_the_alert_redacted(registry, rec
 
 def test_slack_and_telegram_formats(registry, receiver, monkeypatch):
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
-    sensor = build_failure_alert_sensor(lambda: registry)
+    sensor = build_failure_alert_sensor()
     with dg.instance_for_test() as instance:
-        context = _failure_context(instance, sync_shop, run_tags("acme-shop", "shop", "acme"))
+        context = _failure_context(
+            instance, sync_shop, run_tags("acme-shop", "shop", "acme"), registry
+        )
         monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_FORMAT", "slack")
         sensor(context)
         monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_FORMAT", "telegram")
@@ -199,10 +211,12 @@ def test_unreachable_webhook_is_logged_not_raised(registry, monkeypatch, capfd):
     monkeypatch.setenv(
         "SYNKRO_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{_closed_port()}/bot123:SECRET/send"
     )
-    sensor = build_failure_alert_sensor(lambda: registry)
+    sensor = build_failure_alert_sensor()
     monkeypatch.setattr("synkro_dagster.automation.alerts.time.sleep", lambda _: None)
     with dg.instance_for_test() as instance:
-        context = _failure_context(instance, sync_shop, run_tags("acme-shop", "shop", "acme"))
+        context = _failure_context(
+            instance, sync_shop, run_tags("acme-shop", "shop", "acme"), registry
+        )
         capfd.readouterr()
         assert sensor(context) is None
     logged = capfd.readouterr().err
@@ -223,21 +237,25 @@ def test_rejected_webhook_is_not_retried(registry, monkeypatch):
 
 def test_without_webhook_url_nothing_is_sent(registry, receiver, monkeypatch):
     monkeypatch.delenv("SYNKRO_ALERT_WEBHOOK_URL", raising=False)
-    sensor = build_failure_alert_sensor(lambda: registry)
+    sensor = build_failure_alert_sensor()
     with dg.instance_for_test() as instance:
-        sensor(_failure_context(instance, sync_shop, run_tags("acme-shop", "shop", "acme")))
+        sensor(
+            _failure_context(instance, sync_shop, run_tags("acme-shop", "shop", "acme"), registry)
+        )
     assert receiver.hits == 0
 
 
 def test_alert_goes_out_when_the_registry_is_unreachable(receiver, monkeypatch):
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
 
-    def broken_registry() -> IntegrationRegistry:
-        raise ConnectionError("data layer down")
+    class Unreachable(IntegrationsResource):
+        def get_registry(self) -> IntegrationRegistry:
+            raise ConnectionError("data layer down")
 
-    sensor = build_failure_alert_sensor(broken_registry)
+    registry = Unreachable()
+    sensor = build_failure_alert_sensor()
     with dg.instance_for_test() as instance:
-        sensor(_failure_context(instance, sync_shop, run_tags("acme-shop", "shop")))
+        sensor(_failure_context(instance, sync_shop, run_tags("acme-shop", "shop"), registry))
     [body] = receiver.bodies
     assert body["tenant"] is None
     assert "password=***" in body["error"] and "Bearer ***" in body["error"]
@@ -263,13 +281,13 @@ def test_asset_backfill_run_with_only_a_partition_range_is_alerted_by_name(
 ):
     # What a run of the UI's multi-partition "Launch backfill" carries: the range, nothing else.
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
-    sensor = build_failure_alert_sensor(lambda: registry)
+    sensor = build_failure_alert_sensor()
     tags = {
         "dagster/asset_partition_range_start": "acme-shop",
         "dagster/asset_partition_range_end": "acme-shop",
     }
     with dg.instance_for_test() as instance:
-        sensor(_failure_context(instance, sync_crm, tags))
+        sensor(_failure_context(instance, sync_crm, tags, registry))
     [body] = receiver.bodies
     assert (body["spec"], body["integration"], body["tenant"]) == ("shop", "acme-shop", "acme")
     assert TOKEN not in json.dumps(body)

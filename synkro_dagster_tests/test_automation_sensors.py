@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -22,6 +23,7 @@ from synkro_dagster.automation.scheduling import (
     latest_fire_time,
 )
 from synkro_dagster.integrations.registry import IntegrationRegistry, integrations_table
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.integrations.secrets import SecretBox
 from synkro_dagster.specs import SourceSpec
 from synkro_dagster.tags import INTEGRATION_TAG, SPEC_TAG, TENANT_TAG
@@ -74,7 +76,13 @@ def standin_definitions(specs: dict[str, SourceSpec], sensors=()) -> dg.Definiti
                 partitions_def=partitions,
             )
         )
-    return dg.Definitions(assets=assets, jobs=jobs, sensors=list(sensors))
+    # The sensors take the registry as the `integrations` resource; no database is touched here.
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        sensors=list(sensors),
+        resources={"integrations": IntegrationsResource()},
+    )
 
 
 def add_integration(
@@ -121,15 +129,17 @@ def registry(engine: sa.Engine) -> IntegrationRegistry:
 # -- integrations_registry_sensor ---------------------------------------------------------------
 
 
-def test_registry_sensor_adds_new_ids_and_deletes_removed_ones(engine, registry):
+def test_registry_sensor_adds_new_ids_and_deletes_removed_ones(engine, registry, integrations):
     add_integration(engine, "acme-toy")
     add_integration(engine, "beta-toy", enabled=False)
     add_integration(engine, "acme-other", spec="other")
     add_integration(engine, "acme-elsewhere", spec="not_in_this_location")
-    sensor = build_registry_sensor(SPECS, lambda: registry)
+    sensor = build_registry_sensor(SPECS)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("toy__integrations", ["acme-toy", "removed-toy"])
-        result = sensor(dg.build_sensor_context(instance=instance))
+        result = sensor(
+            dg.build_sensor_context(resources={"integrations": integrations}, instance=instance)
+        )
 
     requests = {
         (type(r).__name__, r.partitions_def_name): list(r.partition_keys)
@@ -143,25 +153,30 @@ def test_registry_sensor_adds_new_ids_and_deletes_removed_ones(engine, registry)
     assert not result.run_requests
 
 
-def test_registry_sensor_skips_when_partitions_match(engine, registry):
+def test_registry_sensor_skips_when_partitions_match(engine, registry, integrations):
     add_integration(engine, "acme-toy")
-    sensor = build_registry_sensor(SPECS, lambda: registry)
+    sensor = build_registry_sensor(SPECS)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("toy__integrations", ["acme-toy"])
-        result = sensor(dg.build_sensor_context(instance=instance))
+        result = sensor(
+            dg.build_sensor_context(resources={"integrations": integrations}, instance=instance)
+        )
     assert not result.dynamic_partitions_requests
     assert "match the registry" in result.skip_reason.skip_message
 
 
-def test_registry_sensor_tick_applies_partitions_to_the_instance(engine, registry):
+def test_registry_sensor_tick_applies_partitions_to_the_instance(engine, registry, integrations):
     add_integration(engine, "acme-toy")
     add_integration(engine, "beta-toy")
-    sensor = build_registry_sensor(SPECS, lambda: registry)
+    sensor = build_registry_sensor(SPECS)
     defs = standin_definitions(SPECS, [sensor])
     with dg.instance_for_test() as instance:
         data = sensor.evaluate_tick(
             dg.build_sensor_context(
-                instance=instance, instance_ref=instance.get_ref(), definitions=defs
+                resources={"integrations": integrations},
+                instance=instance,
+                instance_ref=instance.get_ref(),
+                definitions=defs,
             )
         )
         for request in data.dynamic_partitions_requests:
@@ -172,7 +187,9 @@ def test_registry_sensor_tick_applies_partitions_to_the_instance(engine, registr
         ]
 
 
-def test_registry_sensor_never_deletes_a_partition_added_during_its_tick(engine, registry):
+def test_registry_sensor_never_deletes_a_partition_added_during_its_tick(
+    engine, registry, integrations
+):
     # `synkro integrations add` writes the registry row, then the partition. When that finishes
     # just after the sensor read the registry, the sensor must not take the new partition for a
     # removed integration.
@@ -188,8 +205,15 @@ def test_registry_sensor_never_deletes_a_partition_added_during_its_tick(engine,
                 instance.add_dynamic_partitions("toy__integrations", ["new-toy"])
                 return found
 
-        sensor = build_registry_sensor(SPECS, lambda: RegistryRacingAnAdd())
-        result = sensor(dg.build_sensor_context(instance=instance))
+        class RacingIntegrations(IntegrationsResource):
+            def get_registry(self) -> Any:
+                return RegistryRacingAnAdd()
+
+        racing = RacingIntegrations()
+        sensor = build_registry_sensor(SPECS)
+        result = sensor(
+            dg.build_sensor_context(resources={"integrations": racing}, instance=instance)
+        )
     deleted = [
         key
         for request in result.dynamic_partitions_requests or []
@@ -217,16 +241,17 @@ def test_latest_fire_time_is_inclusive_of_now_and_exclusive_of_since():
     )
 
 
-def test_schedule_runs_only_due_enabled_integrations(engine, registry):
+def test_schedule_runs_only_due_enabled_integrations(engine, registry, integrations):
     add_integration(engine, "every-minute", schedule="* * * * *", tenant="acme")
     add_integration(engine, "disabled", schedule="* * * * *", enabled=False)
     add_integration(engine, "manual-only", schedule=None)
     add_integration(engine, "new-year", schedule="0 0 1 1 *")
     add_integration(engine, "other-spec", spec="other", schedule="* * * * *")
-    sensor = build_scheduling_sensor("toy", lambda: registry, now=lambda: NOW)
+    sensor = build_scheduling_sensor("toy", now=lambda: NOW)
     defs = standin_definitions(SPECS, [sensor])
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
+            resources={"integrations": integrations},
             instance=instance,
             instance_ref=instance.get_ref(),
             cursor=_cursor(NOW - timedelta(minutes=2)),
@@ -252,28 +277,38 @@ def test_schedule_runs_only_due_enabled_integrations(engine, registry):
     assert json.loads(data.cursor) == {"evaluated_at": NOW.isoformat()}
 
 
-def test_schedule_with_nothing_due_skips_and_advances_the_cursor(engine, registry):
+def test_schedule_with_nothing_due_skips_and_advances_the_cursor(engine, registry, integrations):
     add_integration(engine, "new-year", schedule="0 0 1 1 *")
-    sensor = build_scheduling_sensor("toy", lambda: registry, now=lambda: NOW)
+    sensor = build_scheduling_sensor("toy", now=lambda: NOW)
     with dg.instance_for_test() as instance:
         result = sensor(
-            dg.build_sensor_context(instance=instance, cursor=_cursor(NOW - timedelta(minutes=1)))
+            dg.build_sensor_context(
+                resources={"integrations": integrations},
+                instance=instance,
+                cursor=_cursor(NOW - timedelta(minutes=1)),
+            )
         )
     assert not result.run_requests
     assert "no integration of 'toy' is due" in result.skip_reason.skip_message
     assert json.loads(result.cursor) == {"evaluated_at": NOW.isoformat()}
 
 
-def test_schedule_catches_up_after_an_outage_with_one_run_per_integration(engine, registry):
+def test_schedule_catches_up_after_an_outage_with_one_run_per_integration(
+    engine, registry, integrations
+):
     add_integration(engine, "hourly", schedule="0 * * * *")
     add_integration(engine, "quarter", schedule="*/15 * * * *")
-    sensor = build_scheduling_sensor("toy", lambda: registry, now=lambda: NOW)
+    sensor = build_scheduling_sensor("toy", now=lambda: NOW)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("toy__integrations", ["hourly", "quarter"])
         # The daemon was down for five hours: every missed integration runs once, for its
         # latest fire time.
         result = sensor(
-            dg.build_sensor_context(instance=instance, cursor=_cursor(NOW - timedelta(hours=5)))
+            dg.build_sensor_context(
+                resources={"integrations": integrations},
+                instance=instance,
+                cursor=_cursor(NOW - timedelta(hours=5)),
+            )
         )
     assert sorted(r.run_key for r in result.run_requests) == [
         "hourly:2026-11-27T10:00:00+00:00",
@@ -282,10 +317,10 @@ def test_schedule_catches_up_after_an_outage_with_one_run_per_integration(engine
     assert not result.dynamic_partitions_requests
 
 
-def test_consecutive_ticks_neither_skip_nor_repeat_a_fire_time(engine, registry):
+def test_consecutive_ticks_neither_skip_nor_repeat_a_fire_time(engine, registry, integrations):
     add_integration(engine, "quarter", schedule="*/15 * * * *")
     clock = [datetime(2026, 11, 27, 10, 0, 40, tzinfo=UTC)]
-    sensor = build_scheduling_sensor("toy", lambda: registry, now=lambda: clock[0])
+    sensor = build_scheduling_sensor("toy", now=lambda: clock[0])
     fired = []
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("toy__integrations", ["quarter"])
@@ -293,7 +328,11 @@ def test_consecutive_ticks_neither_skip_nor_repeat_a_fire_time(engine, registry)
         # Irregular tick spacing, as with a busy or restarted daemon; ends 10:30:21 + 50 s.
         for step in (40, 7 * 60, 1, 8 * 60, 14 * 60, 50):
             clock[0] += timedelta(seconds=step)
-            result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+            result = sensor(
+                dg.build_sensor_context(
+                    resources={"integrations": integrations}, instance=instance, cursor=cursor
+                )
+            )
             fired += [r.run_key for r in result.run_requests]
             cursor = result.cursor
     assert fired == [
@@ -302,12 +341,14 @@ def test_consecutive_ticks_neither_skip_nor_repeat_a_fire_time(engine, registry)
     ]
 
 
-def test_first_tick_looks_back_one_interval(engine, registry, monkeypatch):
+def test_first_tick_looks_back_one_interval(engine, registry, monkeypatch, integrations):
     monkeypatch.setenv("SYNKRO_AUTOMATION_INTERVAL_SECONDS", "60")
     add_integration(engine, "half-past", schedule="30 10 * * *")
-    sensor = build_scheduling_sensor("toy", lambda: registry, now=lambda: NOW)
+    sensor = build_scheduling_sensor("toy", now=lambda: NOW)
     with dg.instance_for_test() as instance:
-        result = sensor(dg.build_sensor_context(instance=instance))
+        result = sensor(
+            dg.build_sensor_context(resources={"integrations": integrations}, instance=instance)
+        )
     assert [r.partition_key for r in result.run_requests] == ["half-past"]
 
 
@@ -375,7 +416,7 @@ def test_freshness_never_synced_is_stale():
     assert metadata["last_synced_at"] == "never"
 
 
-def test_freshness_sensor_reports_per_stream_and_only_on_change(engine, registry):
+def test_freshness_sensor_reports_per_stream_and_only_on_change(engine, registry, integrations):
     add_integration(engine, "fresh", schedule="0 * * * *")
     add_integration(engine, "late", schedule="0 * * * *")
     add_integration(engine, "paused", schedule="0 * * * *", enabled=False)
@@ -384,9 +425,11 @@ def test_freshness_sensor_reports_per_stream_and_only_on_change(engine, registry
     set_synced(engine, "fresh", "customers", NOW - timedelta(minutes=5))
     set_synced(engine, "late", "orders", NOW - timedelta(minutes=5))
     set_synced(engine, "late", "customers", NOW - timedelta(hours=3))
-    sensor = build_freshness_sensor(SPECS, lambda: registry, now=lambda: NOW)
+    sensor = build_freshness_sensor(SPECS, now=lambda: NOW)
     with dg.instance_for_test() as instance:
-        result = sensor(dg.build_sensor_context(instance=instance))
+        result = sensor(
+            dg.build_sensor_context(resources={"integrations": integrations}, instance=instance)
+        )
         by_key = {e.asset_key.to_user_string(): e for e in result.asset_events}
         assert set(by_key) == {"toy/orders", "toy/customers"}
         assert by_key["toy/orders"].passed
@@ -395,11 +438,17 @@ def test_freshness_sensor_reports_per_stream_and_only_on_change(engine, registry
         assert customers.metadata["integrations_stale"].value == 1
         assert customers.metadata["stale"].value.startswith("- late: the sync due at")
         # Nothing changed: the next tick reports nothing.
-        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        again = sensor(
+            dg.build_sensor_context(
+                resources={"integrations": integrations}, instance=instance, cursor=result.cursor
+            )
+        )
         assert not again.asset_events
 
 
-def test_freshness_sensor_reports_again_after_a_run_touched_the_check(engine, registry):
+def test_freshness_sensor_reports_again_after_a_run_touched_the_check(
+    engine, registry, integrations
+):
     add_integration(engine, "late", schedule="0 * * * *")
     partitions = partitions_def_for("toy")
 
@@ -415,17 +464,25 @@ def test_freshness_sensor_reports_again_after_a_run_touched_the_check(engine, re
             asset_key=["toy", "orders"], check_name=FRESHNESS_CHECK, passed=True
         )
 
-    sensor = build_freshness_sensor(
-        {"toy": toy_spec("toy", ("orders",))}, lambda: registry, now=lambda: NOW
-    )
+    sensor = build_freshness_sensor({"toy": toy_spec("toy", ("orders",))}, now=lambda: NOW)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("toy__integrations", ["late"])
-        first = sensor(dg.build_sensor_context(instance=instance))
+        first = sensor(
+            dg.build_sensor_context(resources={"integrations": integrations}, instance=instance)
+        )
         for event in first.asset_events:
             instance.report_runless_asset_event(event)
-        quiet = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        quiet = sensor(
+            dg.build_sensor_context(
+                resources={"integrations": integrations}, instance=instance, cursor=first.cursor
+            )
+        )
         assert not quiet.asset_events
         assert dg.materialize([toy_orders], partition_key="late", instance=instance).success
-        again = sensor(dg.build_sensor_context(instance=instance, cursor=quiet.cursor))
+        again = sensor(
+            dg.build_sensor_context(
+                resources={"integrations": integrations}, instance=instance, cursor=quiet.cursor
+            )
+        )
     [evaluation] = again.asset_events
     assert not evaluation.passed

@@ -145,3 +145,46 @@ def test_every_run_of_a_partition_carries_the_integration_and_spec_tags() -> Non
     tags = job.get_tags_for_partition_key("acme-crm", None)
     assert tags["synkro/integration"] == "acme-crm"
     assert tags["synkro/spec"] == "crm"
+
+
+def test_the_registry_is_one_resource_on_the_data_layers_route_with_secrets_from_env(
+    monkeypatch,
+) -> None:
+    from synkro_dagster.automation.alerts import ALERT_SENSOR_NAME
+    from synkro_dagster.definitions import build_definitions
+
+    monkeypatch.setenv("SYNKRO_DATABASE_URL", "postgresql://reader:pw-not-shown@db.example/x")
+    monkeypatch.setenv("INTEGRATION_SECRET_KEY", "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs=")
+    specs = load_specs()
+    defs = build_definitions(specs)
+    resources = defs.resources
+    integrations = resources["integrations"]
+    # One route: the registry and the data layer read the same setting; both secrets stay EnvVars
+    # where the resources are wired, never values in run config.
+    assert isinstance(integrations.secret_key, dg.EnvVar)
+    assert integrations.secret_key.env_var_name == "INTEGRATION_SECRET_KEY"
+    for resource in (integrations, resources["datalayer"]):
+        assert isinstance(resource.database_url, dg.EnvVar)
+        assert resource.database_url.env_var_name == "SYNKRO_DATABASE_URL"
+    # Every reader of the registry takes that resource: the sync assets, the freshness checks
+    # and every sensor that asks the registry.
+    repository = defs.get_repository_def()
+    for assets in repository.assets_defs_by_key.values():
+        assert "integrations" in assets.required_resource_keys, assets.node_def.name
+    for checks in repository.asset_checks_defs_by_key.values():
+        assert "integrations" in checks.required_resource_keys
+    readers = {s.name for s in repository.sensor_defs if "integrations" in s.required_resource_keys}
+    expected = {
+        "integrations_registry_sensor",
+        "freshness_against_schedules",
+        ALERT_SENSOR_NAME,
+        "rejected_files_alert",
+        *(f"{name}_integration_schedules" for name in specs),
+        *(f"{name}_file_drop" for name, s in specs.items() if s.engine_entry.file_drop),
+        *(
+            f"{name}_{stream.name}_report_schedules"
+            for name, s in specs.items()
+            for stream in s.partitioned_streams
+        ),
+    }
+    assert readers == {s.name for s in repository.sensor_defs} == expected

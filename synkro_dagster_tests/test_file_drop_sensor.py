@@ -12,9 +12,12 @@ import sqlalchemy as sa
 
 from synkro_dagster.automation.file_drop import build_file_drop_sensor, build_file_drop_sensors
 from synkro_dagster.connectors.files import FileDropConnector
+from synkro_dagster.datalayer.resource import DataLayer
 from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.specs import load_specs
 from synkro_dagster_tests.files_corpus import drop, drops_spec, sha256
+from synkro_dagster_tests.resources import run_resources
 
 SALES = "НомерДокумента;ДатаДокумента;НомерСтроки\r\nРТ-1;01.11.2026;1\r\n".encode("cp1251")
 
@@ -48,7 +51,9 @@ def _tick(
         resources={
             "files_connector": FileDropConnector(
                 inbox_root=str(root), stable_seconds=stable_seconds
-            )
+            ),
+            # The registry the `registry` fixture filled: SYNKRO_DATABASE_URL names its database.
+            "integrations": IntegrationsResource(),
         },
     )
     result = sensor(context)
@@ -56,8 +61,8 @@ def _tick(
     return result
 
 
-def _sensor(registry: IntegrationRegistry) -> dg.SensorDefinition:
-    return build_file_drop_sensor(load_specs()["onec"], registry_factory=lambda: registry)
+def _sensor() -> dg.SensorDefinition:
+    return build_file_drop_sensor(load_specs()["onec"])
 
 
 def test_new_files_give_one_run_per_integration_with_a_stable_run_key(
@@ -67,7 +72,7 @@ def test_new_files_give_one_run_per_integration_with_a_stable_run_key(
     drop(tmp_path / "acme-1c", "nomenclature_2026-11-01.csv", b"x")
     drop(tmp_path / "beta-1c", "sales_2026-11-01.csv", SALES + b"\r\n")
     drop(tmp_path / "beta-1c", "notes.txt", b"not a stream's file")
-    sensor = _sensor(registry)
+    sensor = _sensor()
     assert sensor.name == "onec_file_drop" and sensor.job_name == "sync_onec"
 
     result = _tick(sensor, instance, tmp_path)
@@ -93,7 +98,7 @@ def test_new_files_give_one_run_per_integration_with_a_stable_run_key(
 def test_repeated_ticks_with_no_new_files_skip(
     registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    sensor = _sensor(registry)
+    sensor = _sensor()
     empty = _tick(sensor, instance, tmp_path)
     assert not empty.run_requests
     assert "no new files in 2 inbox(es) of 'onec'" in empty.skip_reason.skip_message
@@ -115,7 +120,7 @@ def test_disabled_integrations_are_skipped_with_a_reason(
     registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     drop(tmp_path / "gamma-1c", "sales_1.csv", SALES)
-    sensor = _sensor(registry)
+    sensor = _sensor()
     result = _tick(sensor, instance, tmp_path)
     assert not result.run_requests
     assert "disabled, skipped: gamma-1c: 1 file(s) waiting" in result.skip_reason.skip_message
@@ -129,7 +134,7 @@ def test_files_still_being_written_do_not_trigger(
     registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     drop(tmp_path / "acme-1c", "sales_1.csv.tmp", SALES)
-    sensor = _sensor(registry)
+    sensor = _sensor()
     assert not _tick(sensor, instance, tmp_path).run_requests
     # Just written (the change time is now) and no manifest: inside the stability window.
     (tmp_path / "acme-1c" / "sales_1.csv.tmp").rename(tmp_path / "acme-1c" / "sales_1.csv")
@@ -146,7 +151,7 @@ def test_a_manifest_spares_hashing_and_gives_the_same_key(
     registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     drop(tmp_path / "acme-1c", "sales_1.csv", SALES)
-    sensor = _sensor(registry)
+    sensor = _sensor()
     hashed = _tick(sensor, instance, tmp_path).run_requests[0].run_key
     drop(tmp_path / "acme-1c", "sales_1.csv.sha256", f"{sha256(SALES)}  sales_1.csv\r\n")
     assert _tick(sensor, instance, tmp_path).run_requests[0].run_key == hashed
@@ -168,9 +173,7 @@ def test_a_failed_run_is_retried_under_a_new_key_a_few_times(
     from dagster._core.test_utils import create_run_for_test
 
     drop(tmp_path / "acme-1c", "sales_1.csv", SALES)
-    sensor = build_file_drop_sensor(
-        load_specs()["onec"], registry_factory=lambda: registry, max_retries=2
-    )
+    sensor = build_file_drop_sensor(load_specs()["onec"], max_retries=2)
     with dg.instance_for_test() as instance:
 
         def launched(key: str, status: dg.DagsterRunStatus) -> None:
@@ -198,25 +201,26 @@ def test_a_failed_run_is_retried_under_a_new_key_a_few_times(
 
 
 def test_the_sensor_loads_in_a_code_location_beside_its_job(
-    registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
+    registry: IntegrationRegistry, database_url: str, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     from synkro_dagster.assets.factory import build_spec_assets, build_spec_job
-    from synkro_dagster.datalayer.resource import DataLayer
 
     source = load_specs()["onec"]
     connector = FileDropConnector(inbox_root=str(tmp_path), stable_seconds=0)
     defs = dg.Definitions(
         assets=[build_spec_assets(source)],
         jobs=[build_spec_job(source)],
-        sensors=build_file_drop_sensors({"onec": source}, registry_factory=lambda: registry),
-        resources={"datalayer": DataLayer(), "files_connector": connector},
+        sensors=build_file_drop_sensors({"onec": source}),
+        resources=run_resources(DataLayer(), files_connector=connector),
     )
     repository = defs.get_repository_def()
     sensor = repository.get_sensor_def("onec_file_drop")
     assert sensor.job_name == "sync_onec" and repository.has_job("sync_onec")
     drop(tmp_path / "acme-1c", "sales_1.csv", SALES)
     context = dg.build_sensor_context(
-        instance=instance, definitions=defs, resources={"files_connector": connector}
+        instance=instance,
+        definitions=defs,
+        resources=run_resources(database_url, files_connector=connector),
     )
     result = sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["acme-1c"]
@@ -228,7 +232,7 @@ def test_identical_content_under_a_new_name_is_a_new_drop(
     # Weekend exports with a header only: the same bytes, a new file each day.
     header_only = "НомерДокумента;ДатаДокумента;НомерСтроки\r\n".encode("cp1251")
     inbox = tmp_path / "acme-1c"
-    sensor = _sensor(registry)
+    sensor = _sensor()
     drop(inbox, "sales_2026-11-28.csv", header_only)
     saturday = _tick(sensor, instance, tmp_path)
     (inbox / "sales_2026-11-28.csv").rename(tmp_path / "moved-by-the-run.csv")
@@ -242,7 +246,7 @@ def test_the_same_file_dropped_again_later_is_a_new_drop(
     registry: IntegrationRegistry, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     inbox = tmp_path / "acme-1c"
-    sensor = _sensor(registry)
+    sensor = _sensor()
     drop(inbox, "sales_2026-11-01.csv", SALES, age=120)
     first = _tick(sensor, instance, tmp_path)
     (inbox / "sales_2026-11-01.csv").unlink()  # a run loaded and moved it
@@ -260,7 +264,7 @@ def test_no_second_run_while_a_run_of_the_integration_is_in_flight(
 
     # The run in flight has moved sales_2026-11-01.csv already; the second is still waiting.
     drop(tmp_path / "acme-1c", "sales_2026-11-02.csv", SALES + b"\r\n")
-    sensor = _sensor(registry)
+    sensor = _sensor()
     with dg.instance_for_test() as instance:
         run = create_run_for_test(
             instance,

@@ -22,11 +22,10 @@ from synkro_dagster.automation.rejected_files_alert import (
     rejection_payload,
 )
 from synkro_dagster.connectors.files import FileDropConnector
-from synkro_dagster.datalayer.resource import DataLayer
-from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs import load_specs
 from synkro_dagster.tags import run_tags
 from synkro_dagster_tests.files_corpus import drop, drops_spec
+from synkro_dagster_tests.resources import run_resources
 from synkro_dagster_tests.test_automation_alerts import Receiver
 from synkro_dagster_tests.test_automation_sensors import add_integration
 
@@ -42,8 +41,15 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None) -> str:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+def _tick(
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    database_url: str,
+) -> str:
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=run_resources(database_url)
+    )
     sensor(context)
     return context.cursor
 
@@ -56,10 +62,10 @@ def _sync(instance: dg.DagsterInstance, database_url: str, root: Path) -> Any:
         selection=["onec/nomenclature"],
         partition_key="acme-1c",
         instance=instance,
-        resources={
-            "datalayer": DataLayer(database_url=database_url),
-            "files_connector": FileDropConnector(inbox_root=str(root), stable_seconds=0),
-        },
+        resources=run_resources(
+            database_url,
+            files_connector=FileDropConnector(inbox_root=str(root), stable_seconds=0),
+        ),
         tags=run_tags("acme-1c", "onec", "acme"),
         raise_on_error=False,
     )
@@ -79,11 +85,11 @@ def test_rejected_files_fail_the_check_and_alert_once_while_the_run_succeeds(
 ) -> None:
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
     add_integration(engine, "acme-1c", spec="onec", tenant="acme", secrets={"password": TOKEN})
-    sensor = build_rejected_files_alert_sensor(lambda: IntegrationRegistry(engine))
+    sensor = build_rejected_files_alert_sensor()
     _drop_exports(tmp_path / "acme-1c")
 
     with dg.instance_for_test() as instance:
-        cursor = _tick(sensor, instance, None)  # starts watching
+        cursor = _tick(sensor, instance, None, database_url)  # starts watching
         result = _sync(instance, database_url, tmp_path)
 
         assert result.success
@@ -102,9 +108,9 @@ def test_rejected_files_fail_the_check_and_alert_once_while_the_run_succeeds(
         assert "the file is empty (no header row)" in metadata["reasons"]
         assert TOKEN not in repr(rejected)
 
-        cursor = _tick(sensor, instance, cursor)
+        cursor = _tick(sensor, instance, cursor, database_url)
         # The next tick finds nothing new: one alert per run.
-        _tick(sensor, instance, cursor)
+        _tick(sensor, instance, cursor, database_url)
 
     assert len(receiver.bodies) == 1
     body = receiver.bodies[0]
@@ -126,16 +132,16 @@ def test_a_clean_sync_passes_the_check_and_sends_nothing(
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_URL", receiver.url)
     monkeypatch.setenv("SYNKRO_ALERT_WEBHOOK_FORMAT", "slack")
     add_integration(engine, "acme-1c", spec="onec", tenant="acme")
-    sensor = build_rejected_files_alert_sensor(lambda: IntegrationRegistry(engine))
+    sensor = build_rejected_files_alert_sensor()
     drop(
         tmp_path / "acme-1c",
         "nomenclature_1.csv",
         (SAMPLES / "nomenclature_2026-11-01.csv").read_bytes(),
     )
     with dg.instance_for_test() as instance:
-        cursor = _tick(sensor, instance, None)
+        cursor = _tick(sensor, instance, None, database_url)
         result = _sync(instance, database_url, tmp_path)
-        _tick(sensor, instance, cursor)
+        _tick(sensor, instance, cursor, database_url)
     check = next(
         e.event_specific_data
         for e in result.all_events
@@ -192,10 +198,10 @@ def test_detected_encodings_and_an_uncertain_one_show_in_the_run(
             selection=["drops/orders"],
             partition_key="acme",
             instance=instance,
-            resources={
-                "datalayer": DataLayer(database_url=database_url),
-                "files_connector": FileDropConnector(inbox_root=str(tmp_path), stable_seconds=0),
-            },
+            resources=run_resources(
+                database_url,
+                files_connector=FileDropConnector(inbox_root=str(tmp_path), stable_seconds=0),
+            ),
             raise_on_error=False,
         )
     assert result.success

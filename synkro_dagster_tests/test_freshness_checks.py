@@ -9,11 +9,12 @@ import sqlalchemy as sa
 
 from synkro_dagster.automation.freshness import FRESHNESS_CHECK, build_freshness_checks
 from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.specs import load_specs
 
 
 def test_freshness_check_fails_for_a_scheduled_integration_that_never_synced(
-    engine: sa.Engine,
+    engine: sa.Engine, integrations: IntegrationsResource
 ) -> None:
     shop = load_specs()["shop"]
     registry = IntegrationRegistry(engine)
@@ -39,14 +40,11 @@ def test_freshness_check_fails_for_a_scheduled_integration_that_never_synced(
                 " values ('acme-shop', 'orders', 'acme', '2026-11-27 09:30+00')"
             )
         )
-    checks = build_freshness_checks(
-        shop,
-        registry_factory=lambda: registry,
-        now=lambda: datetime(2026, 11, 27, 10, 20, tzinfo=UTC),
-    )
+    checks = build_freshness_checks(shop, now=lambda: datetime(2026, 11, 27, 10, 20, tzinfo=UTC))
     result = dg.materialize(
         [checks],
         selection=dg.AssetSelection.checks(*checks.check_keys),
+        resources={"integrations": integrations},
     )
     assert result.success
     evaluations = {

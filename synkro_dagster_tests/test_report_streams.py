@@ -19,11 +19,11 @@ from synkro_dagster.assets.factory import (
     report_partitions_def_for,
 )
 from synkro_dagster.connectors.http import HttpConnector
-from synkro_dagster.datalayer.resource import DataLayer
 from synkro_dagster.demo.api_server import ApiServer, start_api_server
 from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs import SourceSpec, load_spec_file
 from synkro_dagster.specs.loader import specs_dir
+from synkro_dagster_tests.resources import run_resources
 from synkro_dagster_tests.test_assets import FAST
 
 
@@ -75,10 +75,7 @@ def test_a_run_replaces_exactly_one_day_of_one_integration(
             secrets={"api_token": api.credentials.bearer_token},
         )
     (report,) = build_report_assets(shop)
-    resources = {
-        "datalayer": DataLayer(database_url=database_url),
-        "http_connector": HttpConnector(**FAST),
-    }
+    resources = run_resources(database_url, http_connector=HttpConnector(**FAST))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shop__integrations", ["acme-shop", "beta-shop"])
 
@@ -181,7 +178,9 @@ def test_backfill_a_date_range_through_dagster(engine, tmp_path, monkeypatch) ->
         assert submitted.job_name == "sync_shop__daily_sales" or submitted.is_asset_backfill
 
 
-def test_the_integrations_schedule_loads_the_latest_closed_day(engine, shop: SourceSpec) -> None:
+def test_the_integrations_schedule_loads_the_latest_closed_day(
+    engine, integrations, shop: SourceSpec
+) -> None:
     import json
     from datetime import UTC, datetime
 
@@ -199,9 +198,7 @@ def test_the_integrations_schedule_loads_the_latest_closed_day(engine, shop: Sou
     assert latest_closed_period(shop, stream, now) == "2026-03-04"
     assert latest_closed_period(shop, stream, datetime(2025, 6, 1, tzinfo=UTC)) is None
 
-    sensor = build_report_scheduling_sensor(
-        shop, stream, lambda: IntegrationRegistry(engine), now=lambda: now
-    )
+    sensor = build_report_scheduling_sensor(shop, stream, now=lambda: now)
     from synkro_dagster.definitions import build_definitions
 
     defs = build_definitions({"shop": shop})
@@ -211,6 +208,7 @@ def test_the_integrations_schedule_loads_the_latest_closed_day(engine, shop: Sou
             instance_ref=instance.get_ref(),
             cursor=json.dumps({"evaluated_at": "2026-03-05T05:59:00+00:00"}),
             definitions=defs,
+            resources={"integrations": integrations},
         )
         data = sensor.evaluate_tick(context)
     requests = {r.partition_key: r for r in data.run_requests}

@@ -22,6 +22,7 @@ from synkro_dagster.datalayer.resource import DataLayer, LoadContext, LoadStats,
 from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.specs import SourceSpec
 from synkro_dagster.tags import FULL_REFRESH_TAG, run_tags
+from synkro_dagster_tests.resources import run_resources
 from synkro_dagster_tests.textsource import TextSource, serve_text_source, write_text_spec
 
 INTEGRATION = "acme-text"
@@ -81,12 +82,12 @@ class Syncs:
             selection=[f"textapi/{s}" for s in streams or ("items",)],
             partition_key=INTEGRATION,
             instance=self.instance,
-            resources={
-                "datalayer": DataLayer(
+            resources=run_resources(
+                DataLayer(
                     database_url=self.database_url, stream_lock_timeout_s=self.lock_timeout_s
                 ),
-                "http_connector": HttpConnector(**FAST),
-            },
+                http_connector=HttpConnector(**FAST),
+            ),
             tags={**run_tags(INTEGRATION, "textapi", "acme"), **tags},
             raise_on_error=False,
         )

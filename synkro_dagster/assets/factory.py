@@ -19,12 +19,11 @@ from synkro_dagster.assets.checks import (
 )
 from synkro_dagster.connectors.streams import read_stream
 from synkro_dagster.contracts import Integration, StreamRead
+from synkro_dagster.datalayer.resource import DATALAYER_RESOURCE
 from synkro_dagster.errors import is_transient
 from synkro_dagster.specs.engines import connector_resource_key
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.tags import SPEC_TAG, allows_mass_delete, is_full_refresh, run_tags
-
-DATALAYER_RESOURCE = "datalayer"
 
 
 def partitions_def_for(spec_name: str) -> dg.DynamicPartitionsDefinition:
@@ -246,7 +245,7 @@ def _build_assets(
     name: str,
 ) -> dg.AssetsDefinition:
     from synkro_dagster.datalayer.resource import LoadContext, TableTarget
-    from synkro_dagster.integrations.registry import IntegrationRegistry
+    from synkro_dagster.integrations.resource import INTEGRATIONS_RESOURCE
 
     streams = {asset_key_for(source, s): s for s in stream_list}
     check_specs = [
@@ -264,7 +263,7 @@ def _build_assets(
         can_subset=True,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.multi_run(1),
-        required_resource_keys={DATALAYER_RESOURCE, connector_key},
+        required_resource_keys={DATALAYER_RESOURCE, INTEGRATIONS_RESOURCE, connector_key},
         description=source.description or None,
         op_tags={SPEC_TAG: source.name},
         retry_policy=retry_policy,
@@ -288,7 +287,7 @@ def _build_assets(
     def _sync_streams(context: Any) -> Any:
         datalayer = getattr(context.resources, DATALAYER_RESOURCE)
         connector = getattr(context.resources, connector_key)
-        registry = IntegrationRegistry(datalayer.get_engine())
+        registry = getattr(context.resources, INTEGRATIONS_RESOURCE).get_registry()
         integration_id, period = _split_partition_key(context.partition_key)
         integration = load_integration(registry, source, integration_id)
         tag_run(context, integration)

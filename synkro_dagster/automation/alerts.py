@@ -22,6 +22,7 @@ import httpx
 from synkro_dagster.automation import settings
 from synkro_dagster.contracts import REDACTED, redact
 from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.tags import INTEGRATION_TAG, SPEC_TAG, TENANT_TAG
 
 ALERT_SENSOR_NAME = "run_failure_alert"
@@ -228,7 +229,7 @@ def integration_of_run(tags: Mapping[str, str]) -> str | None:
 
 def build_failure_alert(
     context: dg.RunFailureSensorContext,
-    registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
+    registry_factory: Callable[[], IntegrationRegistry],
 ) -> FailureAlert:
     run = context.dagster_run
     tags = run.tags
@@ -252,9 +253,7 @@ def build_failure_alert(
     )
 
 
-def build_failure_alert_sensor(
-    registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
-) -> dg.SensorDefinition:
+def build_failure_alert_sensor() -> dg.SensorDefinition:
     """`run_failure_alert`: every failed run → SYNKRO_ALERT_WEBHOOK_URL.
 
     It watches every code location of the instance, so a run launched from a location of another
@@ -271,12 +270,16 @@ def build_failure_alert_sensor(
             "SYNKRO_ALERT_WEBHOOK_URL; does nothing while that is unset."
         ),
     )
-    def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    def run_failure_alert(
+        context: dg.RunFailureSensorContext, integrations: IntegrationsResource
+    ) -> None:
         url = os.environ.get(settings.ALERT_WEBHOOK_URL_ENV, "").strip()
         if not url:
             return
         fmt = os.environ.get(settings.ALERT_WEBHOOK_FORMAT_ENV, "generic").strip().lower()
-        alert = build_failure_alert(context, registry_factory)
+        # The registry is asked inside the alert's own guards: a data layer that is down must
+        # not stop the alert.
+        alert = build_failure_alert(context, integrations.get_registry)
         try:
             payload = webhook_payload(
                 alert, fmt, os.environ.get(settings.ALERT_TELEGRAM_CHAT_ID_ENV)

@@ -351,9 +351,9 @@ def backfill(
     """
     from synkro_dagster.assets.factory import job_name_for
     from synkro_dagster.automation.settings import ui_url
-    from synkro_dagster.integrations.registry import IntegrationRegistry
+    from synkro_dagster.cli import integrations_registry
 
-    entries = IntegrationRegistry.from_env().entries(spec=spec)
+    entries = integrations_registry().entries(spec=spec)
     if not entries:
         raise click.UsageError(
             f"spec '{spec}' has no integrations (see `synkro integrations list`)"

@@ -31,7 +31,6 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -47,6 +46,7 @@ from synkro_dagster.connectors.files_inbox import (
     stream_options,
 )
 from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.specs.engines import connector_resource_key
 from synkro_dagster.specs.models import SourceSpec
 from synkro_dagster.tags import INTEGRATION_TAG, run_tags
@@ -56,7 +56,6 @@ PARTITION_TAG = "dagster/partition"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 DEFAULT_MAX_RETRIES = 3
 
-RegistryFactory = Callable[[], IntegrationRegistry]
 FILES_CONNECTOR = connector_resource_key("files")  # the engine whose connector has the inboxes
 # Hashing stops for this tick once this many seconds went by; the rest is hashed next tick (the
 # cache keeps what was done), so a drop of huge files never makes a tick time out.
@@ -175,14 +174,13 @@ def retry_run_key(
 
 def build_file_drop_sensor(
     source: SourceSpec,
-    registry_factory: RegistryFactory = IntegrationRegistry.from_env,
     hash_budget_seconds: float = DEFAULT_HASH_BUDGET_SECONDS,
     max_retries: int = DEFAULT_MAX_RETRIES,
 ) -> dg.SensorDefinition:
     """`<spec>_file_drop`: runs `sync_<spec>` for each integration with new complete files.
 
     Uses the code location's `files_connector` resource, so the sensor and the runs agree on the
-    inbox root and the stability window.
+    inbox root and the stability window, and its `integrations` resource for the registry.
     """
     if not source.engine_entry.file_drop:
         raise ValueError(f"spec '{source.name}' is a {source.engine} spec, not a files spec")
@@ -201,11 +199,15 @@ def build_file_drop_sensor(
         ),
     )
     def file_drop(
-        context: dg.SensorEvaluationContext, files_connector: FileDropConnector
+        context: dg.SensorEvaluationContext,
+        files_connector: FileDropConnector,
+        integrations: IntegrationsResource,
     ) -> dg.SensorResult:
-        # The parameter name is the resource key (FILES_CONNECTOR): Dagster injects it by name.
+        # The parameter names are the resource keys (FILES_CONNECTOR, INTEGRATIONS_RESOURCE):
+        # Dagster injects them by name.
         busy = in_flight_partitions(context.instance, job_name)
-        scan = scan_inboxes(source, registry_factory(), files_connector, hash_budget_seconds, busy)
+        registry = integrations.get_registry()
+        scan = scan_inboxes(source, registry, files_connector, hash_budget_seconds, busy)
         requests = []
         for request in scan.requests:
             key = retry_run_key(context.instance, sensor_name, str(request.run_key), max_retries)
@@ -262,13 +264,10 @@ def build_file_drop_sensor(
     return file_drop
 
 
-def build_file_drop_sensors(
-    specs: dict[str, SourceSpec],
-    registry_factory: RegistryFactory = IntegrationRegistry.from_env,
-) -> list[dg.SensorDefinition]:
+def build_file_drop_sensors(specs: dict[str, SourceSpec]) -> list[dg.SensorDefinition]:
     """One file-drop sensor per spec whose engine reads dropped files (`files`)."""
     return [
-        build_file_drop_sensor(source, registry_factory)
+        build_file_drop_sensor(source)
         for _, source in sorted(specs.items())
         if source.engine_entry.file_drop
     ]

@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from croniter import croniter
 
 from synkro_dagster.automation import settings
-from synkro_dagster.integrations.registry import IntegrationRegistry, RegistryEntry
+from synkro_dagster.integrations.registry import RegistryEntry
+from synkro_dagster.integrations.resource import INTEGRATIONS_RESOURCE, IntegrationsResource
 from synkro_dagster.specs import SourceSpec
 
 FRESHNESS_CHECK = "fresh_against_schedule"
@@ -187,7 +188,6 @@ def _superseded_by_runs(
 
 def build_freshness_sensor(
     specs: Mapping[str, SourceSpec],
-    registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dg.SensorDefinition:
     """`freshness_against_schedules`: reports FRESHNESS_CHECK for each stream asset."""
@@ -202,9 +202,11 @@ def build_freshness_sensor(
             "integration's sync due by its cron schedule has not landed within the grace period."
         ),
     )
-    def freshness_against_schedules(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def freshness_against_schedules(
+        context: dg.SensorEvaluationContext, integrations: IntegrationsResource
+    ) -> dg.SensorResult:
         evaluated_at = now()
-        registry = registry_factory()
+        registry = integrations.get_registry()
         evaluations = freshness_evaluations(
             specs,
             registry.entries(),
@@ -244,7 +246,6 @@ def build_freshness_sensor(
 
 def build_freshness_checks(
     source: SourceSpec,
-    registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dg.AssetChecksDefinition:
     """The declared `fresh_against_schedule` check of each stream of `source`.
@@ -258,9 +259,10 @@ def build_freshness_checks(
         specs=[freshness_check_spec(key) for key in keys],
         name=f"{source.name}_freshness",
         can_subset=True,
+        required_resource_keys={INTEGRATIONS_RESOURCE},
     )
     def _freshness(context):  # an AssetCheckExecutionContext (annotations are strings here)
-        registry = registry_factory()
+        registry = getattr(context.resources, INTEGRATIONS_RESOURCE).get_registry()
         evaluations = freshness_evaluations(
             {source.name: source},
             registry.entries(spec=source.name),

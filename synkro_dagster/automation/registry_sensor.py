@@ -8,11 +8,10 @@ import dagster as dg
 
 from synkro_dagster.assets.factory import partitions_def_for
 from synkro_dagster.automation import settings
-from synkro_dagster.integrations.registry import IntegrationRegistry, RegistryEntry
+from synkro_dagster.integrations.registry import RegistryEntry
+from synkro_dagster.integrations.resource import IntegrationsResource
 
 REGISTRY_SENSOR_NAME = "integrations_registry_sensor"
-
-RegistryFactory = Callable[[], IntegrationRegistry]
 
 
 def partition_requests(
@@ -63,11 +62,9 @@ def _describe(requests: list) -> str:
     return "; ".join(parts)
 
 
-def build_registry_sensor(
-    spec_names: Iterable[str],
-    registry_factory: RegistryFactory = IntegrationRegistry.from_env,
-) -> dg.SensorDefinition:
-    """`integrations_registry_sensor`: one registry query per tick, one SensorResult."""
+def build_registry_sensor(spec_names: Iterable[str]) -> dg.SensorDefinition:
+    """`integrations_registry_sensor`: one registry query per tick, one SensorResult; the
+    registry is the code location's `integrations` resource."""
     names = sorted(set(spec_names))
 
     @dg.sensor(
@@ -79,7 +76,9 @@ def build_registry_sensor(
             "ids in the registry: adds new ids, deletes removed ones."
         ),
     )
-    def integrations_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def integrations_registry_sensor(
+        context: dg.SensorEvaluationContext, integrations: IntegrationsResource
+    ) -> dg.SensorResult:
         # Partitions first, registry second: `synkro integrations add` (and the demo) write the
         # registry row before the partition, so a partition read here is always in the registry
         # read after it. In the other order a tick racing an add would delete the new partition.
@@ -89,7 +88,7 @@ def build_registry_sensor(
             )
             for name in names
         }
-        entries = registry_factory().entries()
+        entries = integrations.get_registry().entries()
         requests = partition_requests(names, entries, existing.__getitem__)
         if not requests:
             return dg.SensorResult(

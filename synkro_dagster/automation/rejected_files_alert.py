@@ -29,6 +29,7 @@ from synkro_dagster.automation.alerts import (
     safe_webhook_target,
 )
 from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.tags import INTEGRATION_TAG, SPEC_TAG, TENANT_TAG
 
 REJECTED_FILES_SENSOR_NAME = "rejected_files_alert"
@@ -132,7 +133,7 @@ def build_rejected_files_alert(
     run: dg.DagsterRun,
     total: int,
     files: list[tuple[str, str, str]],
-    registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
+    registry_factory: Callable[[], IntegrationRegistry],
 ) -> RejectedFilesAlert:
     tags = run.tags
     integration = tags.get(INTEGRATION_TAG) or tags.get(PARTITION_TAG)
@@ -161,9 +162,7 @@ def _latest_storage_id(instance: dg.DagsterInstance, event_type: dg.DagsterEvent
     return result.records[0].storage_id if result.records else 0
 
 
-def build_rejected_files_alert_sensor(
-    registry_factory: Callable[[], IntegrationRegistry] = IntegrationRegistry.from_env,
-) -> dg.SensorDefinition:
+def build_rejected_files_alert_sensor() -> dg.SensorDefinition:
     """`rejected_files_alert`: every finished run that quarantined files → the alert webhook."""
 
     @dg.sensor(
@@ -176,7 +175,9 @@ def build_rejected_files_alert_sensor(
             "SYNKRO_ALERT_WEBHOOK_URL; does nothing while that is unset."
         ),
     )
-    def rejected_files_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    def rejected_files_alert(
+        context: dg.SensorEvaluationContext, integrations: IntegrationsResource
+    ) -> dg.SkipReason:
         instance = context.instance
         positions: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
         if not positions:
@@ -202,7 +203,7 @@ def build_rejected_files_alert_sensor(
                 total, files = rejected_files_in_run(instance, run.run_id)
                 if not total and not files:
                     continue
-                alert = build_rejected_files_alert(run, total, files, registry_factory)
+                alert = build_rejected_files_alert(run, total, files, integrations.get_registry)
                 if not url:
                     context.log.info(
                         f"run {run.run_id} rejected {alert.files_rejected} file(s); "

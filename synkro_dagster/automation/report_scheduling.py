@@ -23,13 +23,12 @@ from synkro_dagster.assets.factory import (
 )
 from synkro_dagster.automation import settings
 from synkro_dagster.automation.scheduling import (
-    RegistryFactory,
     _read_cursor,
     _write_cursor,
     add_missing_partitions,
     due_integrations,
 )
-from synkro_dagster.integrations.registry import IntegrationRegistry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.tags import run_tags
 
@@ -51,7 +50,6 @@ def latest_closed_period(source: SourceSpec, stream: StreamSpec, at: datetime) -
 def build_report_scheduling_sensor(
     source: SourceSpec,
     stream: StreamSpec,
-    registry_factory: RegistryFactory = IntegrationRegistry.from_env,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dg.SensorDefinition:
     interval = settings.interval_seconds()
@@ -68,10 +66,12 @@ def build_report_scheduling_sensor(
             f"each enabled integration of spec '{source.name}' whose cron (UTC) fired."
         ),
     )
-    def report_schedules(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def report_schedules(
+        context: dg.SensorEvaluationContext, integrations: IntegrationsResource
+    ) -> dg.SensorResult:
         evaluated_at = now()
         since = _read_cursor(context.cursor) or evaluated_at - timedelta(seconds=interval)
-        entries = registry_factory().entries(spec=source.name)
+        entries = integrations.get_registry().entries(spec=source.name)
         due = due_integrations(entries, since, evaluated_at)
         cursor = _write_cursor(evaluated_at)
         requests = []

@@ -21,10 +21,9 @@ from croniter import croniter
 
 from synkro_dagster.assets.factory import job_name_for, partitions_def_for
 from synkro_dagster.automation import settings
-from synkro_dagster.integrations.registry import IntegrationRegistry, RegistryEntry
+from synkro_dagster.integrations.registry import RegistryEntry
+from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.tags import run_tags
-
-RegistryFactory = Callable[[], IntegrationRegistry]
 
 
 def scheduling_sensor_name(spec_name: str) -> str:
@@ -84,7 +83,6 @@ def _write_cursor(evaluated_at: datetime) -> str:
 
 def build_scheduling_sensor(
     spec_name: str,
-    registry_factory: RegistryFactory = IntegrationRegistry.from_env,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dg.SensorDefinition:
     """The sensor that launches `sync_<spec>` for each integration whose own cron is due."""
@@ -101,12 +99,14 @@ def build_scheduling_sensor(
             f"'{spec_name}' whose cron schedule (UTC) fired since the previous tick."
         ),
     )
-    def integration_schedules(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def integration_schedules(
+        context: dg.SensorEvaluationContext, integrations: IntegrationsResource
+    ) -> dg.SensorResult:
         evaluated_at = now()
         # First tick: look back one interval, so a fire time just before the sensor started
         # is not lost; afterwards the cursor carries on exactly where the last tick stopped.
         since = _read_cursor(context.cursor) or evaluated_at - timedelta(seconds=interval)
-        entries = registry_factory().entries(spec=spec_name)
+        entries = integrations.get_registry().entries(spec=spec_name)
         due = due_integrations(entries, since, evaluated_at)
         cursor = _write_cursor(evaluated_at)
         if not due:

@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 
+DATALAYER_RESOURCE = "datalayer"  # the resource key
+
+
 class DataLayer(dg.ConfigurableResource):
     """The destination PostgreSQL. Nothing connects until a method is called (Definitions load
     stays database-free)."""

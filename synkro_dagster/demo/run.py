@@ -163,7 +163,7 @@ def demo(erp_rows: int) -> None:
     from synkro_dagster.definitions import build_definitions
     from synkro_dagster.demo.api_server import Credentials, start_api_server
     from synkro_dagster.demo.erp_source import create_demo_erp, touch_demo_erp
-    from synkro_dagster.integrations.registry import IntegrationRegistry
+    from synkro_dagster.resources import build_registry
     from synkro_dagster.specs import load_specs
 
     started = time.monotonic()
@@ -187,7 +187,7 @@ def demo(erp_rows: int) -> None:
     specs = load_specs()
     defs = build_definitions(specs)
     instance = dg.DagsterInstance.get()
-    registry = IntegrationRegistry(engine)
+    registry = build_registry()  # as the code location's `integrations` resource reaches it
     failures = 0
     external_api = os.environ.get(DEMO_API_URL_ENV, "").strip().rstrip("/")
     with contextlib.ExitStack() as stack:

@@ -167,22 +167,29 @@ def _blank(value: Any) -> bool:
 class IntegrationRegistry:
     """Reads and writes synkro.integrations in the data layer database."""
 
-    def __init__(self, engine: sa.Engine, secret_box: SecretBox | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        secret_box: SecretBox | None = None,
+        *,
+        secret_key: str | None = None,
+    ) -> None:
+        """The registry in `engine`'s database. Secrets are decrypted with `secret_box`, else with
+        a box made on first use from `secret_key` (INTEGRATION_SECRET_KEY's value) or, without
+        one, from the environment (`SecretBox.from_setting`)."""
         self.engine = engine
         self._secret_box = secret_box
-
-    @classmethod
-    def from_env(cls) -> IntegrationRegistry:
-        """The registry of SYNKRO_DATABASE_URL (or the embedded database); key from the env."""
-        from synkro_dagster.database import get_engine
-
-        return cls(get_engine())
+        self._secret_key = secret_key
 
     @property
     def secret_box(self) -> SecretBox:
         # Created on first use so that readers of entries() never need INTEGRATION_SECRET_KEY.
         if self._secret_box is None:
-            self._secret_box = SecretBox.from_env()
+            self._secret_box = (
+                SecretBox.from_setting(self._secret_key)
+                if self._secret_key
+                else SecretBox.from_env()
+            )
         return self._secret_box
 
     def __repr__(self) -> str:

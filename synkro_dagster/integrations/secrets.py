@@ -71,13 +71,18 @@ class SecretBox:
 
     @classmethod
     def from_env(cls) -> SecretBox:
-        """The box for INTEGRATION_SECRET_KEY; SecretKeyError when it is unset or malformed.
+        """The box for INTEGRATION_SECRET_KEY; SecretKeyError when it is unset or malformed."""
+        return cls.from_setting(os.environ.get(SECRET_KEY_ENV))
 
-        Only on the embedded local default (SYNKRO_DATABASE_URL unset too) an unset variable
-        falls back to a key generated once into temp/, so `./run demo` and `dagster dev` work on
-        a fresh machine; a real database always needs the variable.
+    @classmethod
+    def from_setting(cls, raw: str | None) -> SecretBox:
+        """The box for `raw`, the value of INTEGRATION_SECRET_KEY (comma-separated keys).
+
+        Only on the embedded local default (SYNKRO_DATABASE_URL unset too) an unset value falls
+        back to a key generated once into temp/, so `./run demo` and `dagster dev` work on a
+        fresh machine; a real database always needs the variable.
         """
-        raw = os.environ.get(SECRET_KEY_ENV, "")
+        raw = raw or ""
         if not raw.strip() and not os.environ.get("SYNKRO_DATABASE_URL"):
             raw = local_development_key()
         if not raw.strip():
