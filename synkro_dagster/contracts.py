@@ -9,7 +9,7 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -163,6 +163,8 @@ class ReadStats:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     # Text encodings detected (not declared) per file: "cp1251 (confidence 0.98)".
     encodings: dict[str, str] = field(default_factory=dict)
+    # How each file was read, where a fast path was possible: "csv_copy", or "records" with why.
+    read_paths: dict[str, str] = field(default_factory=dict)
 
 
 class Part:
@@ -198,6 +200,12 @@ class Part:
         Every other consumer reads `batches()`, so records stay the contract."""
         return self.batches()
 
+    def fall_back(self, error: BaseException) -> bool:
+        """The part's typed batches failed to load (PostgreSQL refused a COPY or a cast, a check
+        failed): True when the part now hands its records instead, so the data layer rolls back
+        to the part's savepoint and loads it again; False (the default) rejects it."""
+        return False
+
     def before_commit(self, connection: Any) -> None:
         """Runs inside the load transaction after the part's rows are staged (a SQLAlchemy Connection)."""
 
@@ -220,6 +228,42 @@ class CopyBatch:
 
     columns: list[tuple[str, str]]
     chunks: Iterator[bytes]
+    rows: int = 0
+
+
+@dataclass
+class CsvColumn:
+    """One column of a `CsvCopyBatch`, staged as text.
+
+    `convert` turns the staged text (a SQL expression) into the text the target type reads, as
+    the records path would have converted it (decimal comma, dd.mm.yyyy, ...), or into a value
+    no cast accepts when the text has another shape, so that PostgreSQL refuses it and the part
+    falls back to its records. None: the text lands as it is. `declared` is the column's declared
+    type; without one (`None`) the records path infers it from the values.
+    """
+
+    name: str
+    declared: str | None = None
+    convert: Callable[[Any], Any] | None = None
+
+
+@dataclass
+class CsvCopyBatch:
+    """A clean CSV file's data lines (header skipped), for a server-side text COPY.
+
+    `chunks` are the file's bytes as they are; PostgreSQL parses them (FORMAT csv) and converts
+    them from `encoding` (its name for it, e.g. WIN1251). `force_null`: columns whose quoted empty
+    value ("") is null too. The data layer sets `rows` once the COPY is done.
+    """
+
+    columns: list[CsvColumn]
+    chunks: Iterator[bytes]
+    encoding: str
+    delimiter: str
+    quote: str
+    force_null: list[str] = field(default_factory=list)
+    # A longer staged value sends the part back to its records (whose reader enforces a limit).
+    max_value_bytes: int | None = None
     rows: int = 0
 
 

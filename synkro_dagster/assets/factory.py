@@ -389,6 +389,14 @@ def _build_assets(
                         metadata["encodings_detected"] = "; ".join(
                             f"{name}: {how}" for name, how in read.stats.encodings.items()
                         )
+                    if read.stats.read_paths:
+                        # csv_copy: PostgreSQL's COPY parsed the file; records: Python did (why).
+                        metadata["fast_path"] = "; ".join(
+                            f"{name}: {how}" for name, how in read.stats.read_paths.items()
+                        )
+                        metadata["files_csv_copy"] = sum(
+                            how == "csv_copy" for how in read.stats.read_paths.values()
+                        )
                 yield dg.MaterializeResult(
                     asset_key=key,
                     metadata=metadata,

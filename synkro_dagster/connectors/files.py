@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from synkro_dagster.connectors.base import ConnectorResource
+from synkro_dagster.connectors.files_copy import NotEligible, csv_copy_plan
 from synkro_dagster.connectors.files_formats import RawBatch, read_batches
 from synkro_dagster.connectors.files_inbox import (
     DroppedFile,
@@ -69,6 +70,11 @@ class FileDropConnector(ConnectorResource):
         "else <temp dir>/inbox",
     )
     batch_rows: int = Field(default=10_000, ge=1, description="records per batch handed on")
+    fast_paths: bool = Field(
+        default=True,
+        description="load a clean CSV file by PostgreSQL's own COPY (files_copy.py), falling "
+        "back to the precise path for any file it refuses; off: every file is read in Python",
+    )
     stable_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -169,6 +175,61 @@ class FilePart(Part):
         self.manifest = manifest
         self.export_id = manifest.export_id if manifest is not None else None
         self.dedupe = options.dedupe
+        # "csv_copy" while the CSV pass-through is this file's path, else "records".
+        self.read_path = "records"
+        # Records the pass-through put in stats (taken back on a fallback); None: nothing yet.
+        self._counted: int | None = None
+
+    def typed_batches(self) -> Iterator[Any]:
+        """A `CsvCopyBatch` of the file when its CSV can pass through PostgreSQL's COPY
+        (files_copy.py), else the records of `batches()`."""
+        plan = self._csv_copy_plan() if self.read_path == "records" else None
+        if plan is None:
+            yield from self.batches()
+            return
+        self.read_path = "csv_copy"
+        self.stats.read_paths[self.name] = "csv_copy"
+        yield plan
+        self.records = self._counted = plan.rows
+        self.stats.files += 1
+        self.stats.bytes += self.dropped.size
+        self.stats.records += plan.rows
+
+    def _csv_copy_plan(self) -> Any:
+        if not self.session.connector.fast_paths or self.options.format != "csv":
+            return None
+        manifest = self.manifest
+        if self.dropped.refused is not None or (
+            manifest is not None
+            and (manifest.sha256 not in (None, self.identity) or manifest.exported_at_error)
+        ):
+            return None  # the precise path says what is wrong
+        try:
+            return csv_copy_plan(
+                self.path,
+                self.options,
+                dict(self.stream.columns),
+                list(self.stream.primary_key),
+                self.stream.cursor.field if self.stream.cursor is not None else None,
+                self.stats.encodings,
+            )
+        except NotEligible as reason:
+            self.stats.read_paths[self.name] = f"records ({_one_line(reason)})"
+            return None
+
+    def fall_back(self, error: BaseException) -> bool:
+        """The pass-through failed (PostgreSQL refused the COPY or a conversion, or a check):
+        read the file again on the precise path, which lands it or names what is wrong."""
+        if self.read_path != "csv_copy":
+            return False
+        self.read_path = "fallback"
+        self.stats.read_paths[self.name] = f"records (pass-through refused: {_one_line(error)})"
+        if self._counted is not None:
+            self.stats.files -= 1
+            self.stats.bytes -= self.dropped.size
+            self.stats.records -= self._counted
+        self.records, self._counted = 0, None
+        return True
 
     def batches(self) -> Iterator[Batch]:
         try:

@@ -6,7 +6,10 @@ Besides Python records, a part's batches may be
   is staged in a staging column of its own type by binary COPY, encoded by `pgpq` (Rust, no
   Python per value), or
 - a `contracts.CopyBatch`: a PostgreSQL source's `COPY (query) TO STDOUT (FORMAT binary)` bytes,
-  streamed unchanged into a staging table whose columns have the source's exact types.
+  streamed unchanged into a staging table whose columns have the source's exact types, or
+- a `contracts.CsvCopyBatch`: a clean CSV file's bytes, parsed by PostgreSQL's own `COPY (FORMAT
+  csv)` into text staging columns; the conversions COPY cannot do (decimal comma, dd.mm.yyyy)
+  are SQL expressions the merge applies before its casts (`stage_expression`).
 
 Staging columns start as `text` (the records path); a typed batch turns an empty staging column
 into its type, and the merge casts from whatever the staging column holds to the target type
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from synkro_dagster import jsonnumbers
-from synkro_dagster.contracts import CopyBatch, SourceDataError
+from synkro_dagster.contracts import CopyBatch, CsvCopyBatch, SourceDataError
 from synkro_dagster.datalayer import schema as types
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ COPY_TRAILER = b"\xff\xff"
 
 STAGE_TABLE = "synkro_stage"
 _ISO_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# The same test in PostgreSQL: text the records path would look at as a date (schema._string_type).
+_SQL_ISO_DATE_PREFIX = "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 
 def is_arrow_batch(batch: Any) -> bool:
@@ -223,6 +228,7 @@ class TypedStaging:
     columns: dict[Any, Any]
     stage_types: dict[str, str]
     stage_filled: set[str]
+    stage_convert: dict[str, Any]
     pk_keys: list[str]
     stager: Any
 
@@ -342,3 +348,91 @@ class TypedStaging:
                 record = {c.key: row[0].get(c.stage) for c in self.columns.values()}
                 raise self.null_key_error(part, key, record)
         return rows
+
+    def stage_expression(self, column: Any) -> sql.Composable:
+        """A staged value as the merge reads it: CSV text converted where the part said so."""
+        staged = sql.Identifier("s", column.stage)
+        convert = self.stage_convert.get(column.stage)
+        return staged if convert is None else convert(staged)
+
+    def stage_csv(self, part: Any, batch: CsvCopyBatch) -> int:
+        """COPY a clean CSV file into text staging columns; PostgreSQL parses it.
+
+        Whatever the records path would have done differently raises SourceDataError, so that
+        the part falls back to its records: a value longer than `max_value_bytes`, an empty
+        primary key, or a column without a declared type whose values the records path would
+        look at as dates (it infers such a column's type from the values)."""
+        if not part.isolated or self.stage_filled:
+            raise RuntimeError(f"part '{part.name}': a CSV pass-through needs empty staging")
+        self.text_staging()
+        names = [column.name for column in batch.columns]
+        new = [name for name in names if name not in self.columns]
+        if new:
+            self.add_columns(new)
+        stages = tuple(self.columns[name].stage for name in names)
+        options = sql.SQL("format csv, delimiter {}, quote {}, encoding {}").format(
+            sql.Literal(batch.delimiter), sql.Literal(batch.quote), sql.Literal(batch.encoding)
+        )
+        if batch.force_null:
+            options = sql.SQL("{}, force_null ({})").format(
+                options,
+                sql.SQL(", ").join(sql.Identifier(self.columns[n].stage) for n in batch.force_null),
+            )
+        rows = self.stager.copy_raw(stages, batch.chunks, options)
+        batch.rows = rows
+        self.stager.part_rows += rows
+        self.stage_filled.update(stages)
+        for column, stage in zip(batch.columns, stages, strict=True):
+            if column.convert is not None:
+                self.stage_convert[stage] = column.convert
+        self.check_csv(part, batch, rows)
+        return rows
+
+    def check_csv(self, part: Any, batch: CsvCopyBatch, rows: int) -> None:
+        if not rows:
+            return
+        probes: list[tuple[str, Any]] = []
+        checks: list[sql.Composable] = []
+        for csv_column in batch.columns:
+            column = self.columns[csv_column.name]
+            value = sql.Identifier(column.stage)
+            if batch.max_value_bytes is not None:
+                probes.append(("long", column))
+                checks.append(
+                    sql.SQL("coalesce(max(octet_length({})), 0) > {}").format(
+                        value, sql.Literal(batch.max_value_bytes)
+                    )
+                )
+            if column.key in self.pk_keys:
+                probes.append(("null key", column))
+                checks.append(sql.SQL("bool_or({} is null)").format(value))
+            if csv_column.declared is None:
+                probes.append(("dates", column))
+                checks.append(
+                    sql.SQL("coalesce(bool_or({} ~ {}), false)").format(
+                        value, sql.Literal(_SQL_ISO_DATE_PREFIX)
+                    )
+                )
+                probes.append(("seen", column))
+                checks.append(sql.SQL("bool_or({} is not null)").format(value))
+        if not checks:
+            return
+        row = self.fetch_one(
+            sql.SQL("select {} from {}").format(
+                sql.SQL(", ").join(checks), sql.Identifier(STAGE_TABLE)
+            )
+        )
+        assert row is not None
+        reasons = {
+            "long": f"a value longer than {batch.max_value_bytes} bytes",
+            "null key": "an empty primary key",
+            "dates": "date-like values and no declared type",
+        }
+        for (kind, column), found in zip(probes, row, strict=True):
+            if kind == "seen":
+                column.seen = types.join_types(column.seen, types.TEXT if found else None)
+            elif found:
+                raise SourceDataError(
+                    f"{part.name}: column '{column.name}' has {reasons[kind]}"
+                    " (the records path decides)"
+                )

@@ -34,7 +34,14 @@ from psycopg import sql
 from psycopg.adapt import Dumper
 
 from synkro_dagster import jsonnumbers
-from synkro_dagster.contracts import CopyBatch, Part, Record, SourceDataError, StreamRead
+from synkro_dagster.contracts import (
+    CopyBatch,
+    CsvCopyBatch,
+    Part,
+    Record,
+    SourceDataError,
+    StreamRead,
+)
 from synkro_dagster.datalayer import deletes
 from synkro_dagster.datalayer import schema as types
 from synkro_dagster.datalayer.copy_binary import (
@@ -303,11 +310,16 @@ class _Stager:
         self._open(columns, binary=True)
         self._copy.write(tuples)
 
-    def copy_raw(self, columns: tuple[str, ...], chunks: Iterable[bytes]) -> int:
-        """A whole binary COPY stream (header to trailer) into `columns`; returns its row count."""
+    def copy_raw(
+        self,
+        columns: tuple[str, ...],
+        chunks: Iterable[bytes],
+        options: sql.Composable = sql.SQL("format binary"),
+    ) -> int:
+        """A whole COPY stream (binary: header to trailer) into `columns`; returns its row count."""
         self.close()
-        statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-            sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(map(sql.Identifier, columns))
+        statement = sql.SQL("copy {} ({}) from stdin ({})").format(
+            sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(map(sql.Identifier, columns)), options
         )
         self._context = self._cursor.copy(statement)
         self._copy = self._context.__enter__()
@@ -376,6 +388,8 @@ class _Load(TypedStaging):
         # Staging column types other than text (typed batches) and the columns holding values.
         self.stage_types: dict[str, str] = {}
         self.stage_filled: set[str] = set()
+        # Staged CSV text's conversions to what the target type reads (copy_binary.stage_csv).
+        self.stage_convert: dict[str, Any] = {}
         self.schema = table_name(target.schema)
         self.table = table_name(target.table)
         self.target_sql = qualified(target.schema, target.table)
@@ -479,15 +493,30 @@ class _Load(TypedStaging):
             self.stager.abort(error)
             if savepoint is None:
                 raise
-            if not isinstance(error, SourceDataError):
-                error = self.copy_error(part, error)
+            # A part whose fast path failed is loaded again from its records (its own path).
+            rejection: SourceDataError | None = None
+            if not part.fall_back(error):
+                rejection = (
+                    error if isinstance(error, SourceDataError) else self.copy_error(part, error)
+                )
             savepoint.rollback()
             self.columns, self._getter = snapshot, None
             self.stats = stats
             self.merged_parts, self.replaced, self.fresh_table = flags
             self.stage_types, self.stage_filled = stage_snapshot
-            log.warning("stream %s: part %s rejected: %s", self.context.stream, part.name, error)
-            part.rejected(error)
+            if rejection is None:
+                log.info(
+                    "stream %s: part %s: fast path refused, loading its records: %s",
+                    self.context.stream,
+                    part.name,
+                    _first_line(error),
+                )
+                self.load_part(part)
+                return
+            log.warning(
+                "stream %s: part %s rejected: %s", self.context.stream, part.name, rejection
+            )
+            part.rejected(rejection)
             self.stats.parts_rejected += 1
             return
         except BaseException as error:
@@ -509,6 +538,10 @@ class _Load(TypedStaging):
             attempt.commit()
         except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as error:
             attempt.rollback()
+            if self.stage_convert:
+                # CSV text the conversions refused: the part falls back to its records, whose
+                # reader names the line and value (no per-value search here).
+                raise SourceDataError(f"{part.name}: {_first_line(error)}") from None
             raise self.merge_error(part, error) from None
         self.merged_parts += 1
         self.execute(sql.SQL("truncate {}").format(sql.Identifier(STAGE_TABLE)))
@@ -585,10 +618,14 @@ class _Load(TypedStaging):
 
     def stage_part(self, part: Part) -> int:
         self.stager.start_part()
+        self.stage_convert.clear()
         rows = 0
         for batch in part.typed_batches():
             if isinstance(batch, CopyBatch):
                 rows += self.stage_copy(part, batch)
+                continue
+            if isinstance(batch, CsvCopyBatch):
+                rows += self.stage_csv(part, batch)
                 continue
             if not isinstance(batch, list) and is_arrow_batch(batch):
                 rows += self.stage_arrow(part, batch)
@@ -925,7 +962,7 @@ class _Load(TypedStaging):
             return deletes.marked(None, self.target.marker)
         # The marker is compared as text, as the records path stages it ('true', '1', 'deleted').
         staged = staged_value(
-            sql.Identifier("s", column.stage),
+            self.stage_expression(column),
             self.stage_types.get(column.stage, types.TEXT),
             types.TEXT,
         )
@@ -1063,9 +1100,7 @@ class _Load(TypedStaging):
             hint = self.target.column_hints.get(column.key) or self.read.column_types.get(
                 column.key
             )
-            fits = types.fits_sql(
-                sql.Identifier("s", column.stage), types.declared_type(hint or "")
-            )
+            fits = types.fits_sql(self.stage_expression(column), types.declared_type(hint or ""))
             if hint and fits is not None:
                 checks.append(sql.SQL("coalesce(bool_and({}), true)").format(fits))
                 probes.append(("fits", column))
@@ -1242,7 +1277,7 @@ class _Load(TypedStaging):
     def staged(self, column: _Column) -> sql.Composable:
         """The staged value of `column`, cast to its target type."""
         stage_type = self.stage_types.get(column.stage, types.TEXT)
-        return staged_value(sql.Identifier("s", column.stage), stage_type, column.type)
+        return staged_value(self.stage_expression(column), stage_type, column.type)
 
     def identifiers(self, names: Iterable[str]) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(n) for n in names)
