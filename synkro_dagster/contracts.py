@@ -233,18 +233,19 @@ class CopyBatch:
 
 @dataclass
 class CsvColumn:
-    """One column of a `CsvCopyBatch`, staged as text.
+    """One column of a `CsvCopyBatch`.
 
-    `convert` turns the staged text (a SQL expression) into the text the target type reads, as
-    the records path would have converted it (decimal comma, dd.mm.yyyy, ...), or into a value
-    no cast accepts when the text has another shape, so that PostgreSQL refuses it and the part
-    falls back to its records. None: the text lands as it is. `declared` is the column's declared
-    type; without one (`None`) the records path infers it from the values.
+    `stage_type` is the type COPY reads the field as (the connector checked that PostgreSQL reads
+    it as its records path would); `convert`, for a text column, turns the staged text (a SQL
+    expression) into the text the target type reads, as the records path would have converted it
+    (decimal comma, dd.mm.yyyy, ...). `declared` is the column's declared type; without one
+    (`None`) the records path infers it from the values.
     """
 
     name: str
     declared: str | None = None
     convert: Callable[[Any], Any] | None = None
+    stage_type: str = "text"
 
 
 @dataclass

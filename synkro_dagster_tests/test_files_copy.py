@@ -22,7 +22,7 @@ from synkro_dagster.specs.models import SourceSpec
 from synkro_dagster_tests.files_corpus import drop, integration
 from synkro_dagster_tests.test_datalayer_typed import checksum
 
-ISO = {
+ISO: dict[str, Any] = {
     "columns": {
         "id": "integer",
         "amount": "numeric",
@@ -42,7 +42,7 @@ ISO = {
         b"5,.5,2026-03-01,F,2026-01-05 23:59:59.123456,,plain,x\r\n"
     ),
 }
-RUSSIAN = {
+RUSSIAN: dict[str, Any] = {
     "columns": {
         "id": "integer",
         "amount": "numeric(12,2)",
@@ -60,7 +60,7 @@ RUSSIAN = {
         '4;;-12;;;2,5;"Пётр\nИванович"\n'
     ).encode("cp1251"),
 }
-FORMATS = {
+FORMATS: dict[str, Any] = {
     "columns": {"id": "integer", "at": "timestamp", "on": "date", "code": "varchar(10)"},
     "files": {
         "encoding": "utf-8-sig",
@@ -75,7 +75,7 @@ FORMATS = {
         "3,2026-01-07T08:00:00,01/03/2026,B,x\n"
     ).encode(),
 }
-UNTYPED = {
+UNTYPED: dict[str, Any] = {
     "columns": {"id": "bigint"},
     "cursor": "code",
     "files": {},
@@ -120,7 +120,11 @@ def _land(
 
 
 def _both(
-    database_url: str, engine: sa.Engine, tmp_path: Path, case: dict[str, Any], files: dict
+    database_url: str,
+    engine: sa.Engine,
+    tmp_path: Path,
+    case: dict[str, Any],
+    files: dict[str, bytes],
 ) -> tuple[StreamRead, StreamRead, LoadStats, LoadStats]:
     source = _spec(case)
     fast_read, fast, fast_errors = _land(database_url, tmp_path, source, files, fast=True)
@@ -173,8 +177,8 @@ SHARED = {"columns": {"id": "integer", "n": "integer"}, "files": {"decimal": ","
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"id,n,seen_on\n1,2,2026-01-05\n", "date-like values and no declared type"),
-        (b'id,n,note\n1,2,ab"c\n2,3,a""b\n', "a quote that does not open or close a field"),
+        (b"id,n,seen_on\n1,2,2026-01-05\n", "do not have their columns' shapes"),
+        (b'id,n,note\n1,2,ab"c\n2,3,a""b\n', "do not have their columns' shapes"),
         (b"id,n\n1,5\n2,\n3,7\n", None),  # control: this one passes through
         (b'id,n\n1,"5,0"\n', "pass-through refused"),  # 5,0 is 5 to the precise path
         (b"id,n\n1,5\n\n2,6\n", "pass-through refused"),  # a blank line between rows
@@ -239,7 +243,7 @@ def test_a_bad_file_is_quarantined_with_the_precise_message(
 def test_a_fast_file_is_loaded_once(database_url: str, engine: sa.Engine, tmp_path: Path) -> None:
     """The file's identity is recorded with its rows: dropped again, it is skipped."""
     source = _spec(ISO)
-    files = {"orders_1.csv": ISO["content"]}
+    files: dict[str, bytes] = {"orders_1.csv": ISO["content"]}
     _, first, _ = _land(database_url, tmp_path, source, files, fast=True)
     shutil.rmtree(tmp_path / "fast" / "acme" / "processed")
     read, again, _ = _land(database_url, tmp_path, source, files, fast=True)

@@ -3,10 +3,13 @@
 The precise path parses every value in Python (files_formats.py, files_values.py). For a file
 whose every column PostgreSQL can read the same way, `csv_copy_plan` instead hands the data layer
 a `CsvCopyBatch`: the file's data lines streamed as they are, parsed and re-encoded by the
-server, with each declared column's conversion as a SQL expression the merge applies (decimal
-comma, thousands separators, dd.mm.yyyy, yes/no). The rules are conservative, and everything they
-cannot promise is checked while the bytes stream or after the COPY; any doubt raises, and the
-file falls back to the precise path, which then lands it or names the line, column and value.
+server. A column whose text PostgreSQL reads as the precise path would (plain integers and
+decimals, ISO dates and times) is staged in its type; the others are staged as text, and their
+conversion is a SQL expression the merge applies (decimal comma, thousands separators,
+dd.mm.yyyy, yes/no). While the bytes stream, one regular expression per row (C speed, beside
+the server's COPY) checks that every field has a shape both readers agree on, so the SQL needs no
+pattern matching of its own. Any doubt raises, and the file falls back to the precise path, which
+then lands it or names the line, column and value.
 
 Taken only when:
 - the encoding is one whose PostgreSQL conversion maps every byte as Python's codec does
@@ -15,9 +18,11 @@ Taken only when:
   precise path's own checks;
 - every declared column type has a conversion here (`jsonb` has none), and a cursor column
   is text (its landed text must be the source's, byte for byte);
-- every quote opens a field or closes one (PostgreSQL and Python's csv module read a quote inside
-  an unquoted field differently), no line is longer than the precise path allows, no NUL byte and
-  no `\\.` (COPY's end-of-data marker) appear.
+- every row has the header's number of fields, each of its column's shape; every quote opens a
+  field or closes one (PostgreSQL and Python's csv module read a quote inside an unquoted field
+  differently); a column without a declared type holds no value the precise path would read as
+  a date (it infers such a column's type); no line is longer than the precise path allows, no
+  NUL byte and no `\\.` (COPY's end-of-data marker) appear.
 """
 
 from __future__ import annotations
@@ -99,22 +104,26 @@ def csv_copy_plan(
     if cursor is not None and kinds.get(cursor, "text") != "text":
         raise NotEligible(f"the cursor column '{cursor}' is {kinds[cursor]}")
     csv_columns = []
+    shapes = []
     for name in layout.names:
         kind = kinds.get(name)
         if kind is None or kind == "text":
             csv_columns.append(CsvColumn(name, kind))
+            shapes.append(None if kind is None else b"")
             continue
-        convert = converter(kind, options)
-        if convert is None:
+        found = column_shape(kind, options, codec)
+        if found is None:
             raise NotEligible(f"column '{name}' is {kind}")
-        csv_columns.append(CsvColumn(name, kind, convert))
+        shape, stage_type, convert = found
+        csv_columns.append(CsvColumn(name, kind, convert, stage_type))
+        shapes.append(shape)
     start = _data_offset(path, encoding, options.skip_rows + 1)
     if encodings is not None and not options.encoding:
         encodings[path.name] = f"{encoding} ({how})"
     typed = [c.name for c in csv_columns if c.declared not in (None, "text")]
     return CsvCopyBatch(
         columns=csv_columns,
-        chunks=checked_chunks(path, start, codec, delimiter, quote),
+        chunks=checked_chunks(path, start, codec, _RowShapes(delimiter, quote, shapes)),
         encoding=pg_encoding,
         delimiter=delimiter,
         quote=quote,
@@ -139,13 +148,10 @@ def _data_offset(path: Path, encoding: str, lines: int) -> int:
     return size
 
 
-def checked_chunks(
-    path: Path, start: int, codec: str, delimiter: str, quote: str
-) -> Iterator[bytes]:
+def checked_chunks(path: Path, start: int, codec: str, rows: _RowShapes) -> Iterator[bytes]:
     """The file's bytes from `start`, in chunks, checked as they pass (SourceDataError when a
     check fails, which ends the COPY and sends the file to the precise path)."""
     decoder = codecs.getincrementaldecoder(codec)()
-    fields = _QuotedFields(delimiter, quote)
     line_limit = limits.CSV_LINE_BYTES.value()
     size = min(CHUNK_BYTES, line_limit)
     run = 0  # bytes since the last line feed
@@ -170,7 +176,7 @@ def checked_chunks(
                 decoder.decode(chunk)
             except UnicodeDecodeError:
                 raise NotEligible(f"bytes that are not {codec}") from None
-            fields.feed(chunk)
+            rows.feed(chunk)
             data = held + chunk
             body = data.rstrip(b"\r\n")
             held = data[len(body) :]
@@ -181,7 +187,7 @@ def checked_chunks(
                 decoder.decode(b"", final=True)
             except UnicodeDecodeError:
                 raise NotEligible(f"bytes that are not {codec}") from None
-            fields.finish()
+            rows.finish()
             # Blank lines at the end are no rows to the precise path; to COPY they would be.
             if held:
                 yield b"\r\n" if held.endswith(b"\r\n") else held[-1:]
@@ -189,124 +195,152 @@ def checked_chunks(
     raise NotEligible(f"a line longer than {line_limit} bytes")
 
 
-class _QuotedFields:
-    """Checks that every quote in the data opens or closes a field, or is doubled inside one.
+class _RowShapes:
+    """Checks every row against the shapes of its fields, a chunk at a time.
 
-    There PostgreSQL's COPY and Python's csv module agree; they part where a quote stands inside
-    an unquoted field (`ab"c`) or after a closing quote (`"ab"c`). A regular expression consumes
-    whole fields; what it cannot consume at a chunk's end waits for the next chunk."""
+    A field is quoted (`"..."`, inner quotes doubled) or not (no quote in it); a typed column's
+    field is empty, or its shape bare or quoted. Where PostgreSQL's COPY and Python's csv module
+    agree on every row, they read the same values; they part where a quote stands inside an
+    unquoted field (`ab"c`) or after a closing quote (`"ab"c`). What the expression cannot
+    consume at a chunk's end waits for the next chunk."""
 
-    def __init__(self, delimiter: str, quote: str) -> None:
+    def __init__(self, delimiter: str, quote: str, shapes: list[bytes | None]) -> None:
         d, q = re.escape(delimiter.encode()), re.escape(quote.encode())
-        ends = b"[" + d + rb"\r\n]"
-        self._pattern = re.compile(
-            rb"(?:[^" + q + rb"]++|(?<=" + ends + rb")" + q
-            + rb"(?:[^" + q + rb"]++|" + q + q + rb")*+" + q + rb"(?=" + ends + rb"))*+"
-        )  # fmt: skip
-        self._pending = b"\n"  # the byte before the data (the header's line end), then the rest
+        quoted = q + b"(?:[^" + q + b"]++|" + q + q + b")*+" + q
+        plain = b"[^" + d + q + b"\r\n]*+"
+        fields = []
+        for shape in shapes:
+            if shape is None:  # no declared type: nothing the precise path reads as a date
+                field = b"(?!" + q + b"?" + _ISO_DATE + b")(?:" + quoted + b"|" + plain + b")"
+            elif not shape:  # text
+                field = b"(?:" + quoted + b"|" + plain + b")"
+            else:
+                field = b"(?:" + shape + b"|" + q + shape + q + b"|" + q + q + b"|)"
+            fields.append(field)
+        row = d.join(fields) + b"\r?\n"
+        self._pattern = re.compile(b"(?:" + row + b")*+")
+        self._pending = b""
 
     def feed(self, chunk: bytes) -> None:
         data = self._pending + chunk
-        end = self._pattern.match(data, 1).end()  # type: ignore[union-attr]
-        if end - 1 > MAX_CARRY_BYTES and end < len(data):
-            raise NotEligible("a quoted field longer than the pass-through holds")
-        self._pending = data[end - 1 :]
+        end = self._pattern.match(data).end()  # type: ignore[union-attr]
+        self._pending = data[end:]
         if len(self._pending) > MAX_CARRY_BYTES:
-            raise NotEligible("a quote that does not open or close a field, or a long quoted field")
+            raise NotEligible(
+                "a row whose fields do not have their columns' shapes (or a long quoted field)"
+            )
 
     def finish(self) -> None:
-        data = self._pending + b"\n"
-        if self._pattern.match(data, 1).end() != len(data):  # type: ignore[union-attr]
-            raise NotEligible("a quote that does not open or close a field")
+        data = self._pending.rstrip(b"\r\n")
+        if data and self._pattern.fullmatch(data + b"\n") is None:
+            raise NotEligible("a row whose fields do not have their columns' shapes")
 
 
-# -- conversions --------------------------------------------------------------------------------
+# -- shapes and conversions ---------------------------------------------------------------------
+
+_ISO_DATE = b"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+# At most this many digits in a number: a longer one goes to the precise path (its field limit).
+_DIGITS = b"{1,1000}"
+_ISO_TIMESTAMP = (
+    _ISO_DATE + b"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:[.][0-9]{1,6})?)?"
+    b"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+Shape = tuple[bytes, str, Convert | None]
 
 
-def converter(kind: str, options: FileOptions) -> Convert | None:
-    """The SQL that turns a staged CSV text into the text `kind` reads, as files_values does."""
+def column_shape(kind: str, options: FileOptions, codec: str) -> Shape | None:
+    """(field shape, staging type, SQL conversion of the staged text) for a declared column, as
+    files_values reads it; None for a type without one here (jsonb)."""
     if kind in ("integer", "bigint", "numeric", "double precision"):
-        return _number(kind, options)
+        return _number(kind, options, codec)
     if kind == "date":
-        return _temporal([options.date_format or "%Y-%m-%d"], iso=False)
+        if options.date_format in (None, "%Y-%m-%d"):
+            return _ISO_DATE, "date", None
+        return _formatted([options.date_format or ""], iso=False)
     if kind in ("timestamp", "timestamptz"):
         patterns = [p for p in (options.datetime_format, options.date_format) if p]
-        return _temporal(patterns, iso=True)
+        if not patterns:
+            return _ISO_TIMESTAMP, kind, None
+        return _formatted(patterns, iso=True)
     if kind == "boolean":
-        return _boolean
+        words = []
+        for word in sorted(_BOOLEANS, key=len, reverse=True):
+            try:
+                words.append(re.escape(word.encode(codec)))
+            except UnicodeEncodeError:
+                continue
+        return b"(?:" + b"|".join(words) + b")", "text", _boolean
     return None
 
 
-def _shaped(pattern: str, canonical: Convert) -> Convert:
-    def convert(value: sql.Composable) -> sql.Composable:
-        return sql.SQL("(case when {v} ~ {p} then {c} else {r} || {v} end)").format(
-            v=value, p=sql.Literal(pattern), c=canonical(value), r=sql.Literal(_REFUSED)
-        )
-
-    return convert
-
-
-def _number(kind: str, options: FileOptions) -> Convert:
+def _number(kind: str, options: FileOptions, codec: str) -> Shape:
     decimal, thousands = options.decimal or ".", options.thousands
     removed = ""
     if thousands:
         removed = thousands + ("".join(_SPACES) if thousands == " " else "")
-    point = re.escape(decimal)
-    if kind in ("integer", "bigint"):
-        # The precise path also takes "5,0" as 5; such a file falls back to it.
-        shape = "^[+-]?[0-9]+$"
+    whole = kind in ("integer", "bigint")
+    digits = b"[0-9]" + _DIGITS
+    if removed:
+        # Digits with separators between them; the precise path removes the separators.
+        separators = b"|".join(
+            re.escape(c.encode(codec)) for c in removed if c.encode(codec, "ignore")
+        )
+        digits = b"[0-9]++(?:(?:" + separators + b")[0-9]++){0,300}"
+    point = re.escape(decimal.encode())
+    if whole:
+        # The precise path also takes "5,0" or "1e3" as a whole number; such a file falls back.
+        shape = b"[+-]?" + digits
     else:
-        shape = f"^[+-]?([0-9]+{point}?[0-9]*|{point}[0-9]+)([eE][+-]?[0-9]+)?$"
+        shape = (
+            b"[+-]?(?:" + digits + b"(?:" + point + b"[0-9]{0,1000})?|" + point + b"[0-9]{1,1000})"
+            b"(?:[eE][+-]?[0-9]{1,6})?"
+        )
+    if not removed and decimal == ".":
+        return shape, kind, None  # PostgreSQL reads it as it is
 
-    def cleaned(value: sql.Composable) -> sql.Composable:
-        if not removed:
-            return value
-        return sql.SQL("translate({}, {}, '')").format(value, sql.Literal(removed))
+    def convert(value: sql.Composable) -> sql.Composable:
+        if removed:
+            value = sql.SQL("translate({}, {}, '')").format(value, sql.Literal(removed))
+        if decimal != "." and not whole:
+            value = sql.SQL("replace({}, {}, '.')").format(value, sql.Literal(decimal))
+        return value
 
-    def canonical(value: sql.Composable) -> sql.Composable:
-        if decimal == "." or kind in ("integer", "bigint"):
-            return value
-        return sql.SQL("replace({}, {}, '.')").format(value, sql.Literal(decimal))
-
-    shaped = _shaped(shape, canonical)
-    return lambda value: shaped(cleaned(value))
+    return shape, "text", convert
 
 
-_FIELDS = {"%d": ("[0-9]{2}", "day"), "%m": ("[0-9]{2}", "month"), "%Y": ("[0-9]{4}", "year")}
-_FIELDS.update(
-    {
-        "%H": ("([01][0-9]|2[0-3])", "hour"),
-        "%M": ("[0-5][0-9]", "minute"),
-        "%S": ("[0-5][0-9]", "second"),
-    }
-)
-_WIDTHS = {"%d": 2, "%m": 2, "%Y": 4, "%H": 2, "%M": 2, "%S": 2}
+_FIELDS = {
+    "%d": (b"[0-9]{2}", "day", 2),
+    "%m": (b"[0-9]{2}", "month", 2),
+    "%Y": (b"[0-9]{4}", "year", 4),
+    "%H": (b"(?:[01][0-9]|2[0-3])", "hour", 2),
+    "%M": (b"[0-5][0-9]", "minute", 2),
+    "%S": (b"[0-5][0-9]", "second", 2),
+}
 _LITERALS = set(".-/ :T")
-_ISO_TIMESTAMP = (
-    "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    "([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
-)
 
 
-def _strptime_shape(pattern: str) -> tuple[str, Convert] | None:
-    """(regex, SQL giving ISO text) for a strptime pattern of fixed-width fields, or None."""
-    tokens = re.findall(r"%.|.", pattern)
-    regex, at, parts = "^", 1, {}
-    for token in tokens:
+def _strptime_shape(pattern: str) -> tuple[bytes, tuple[int, int, str], Convert] | None:
+    """(shape, (length, position, character of its first literal), SQL giving ISO text) of a
+    strptime pattern of fixed-width fields."""
+    shape, at, parts = b"", 1, {}
+    literal: tuple[int, str] | None = None
+    for token in re.findall(r"%.|.", pattern):
         if token in _FIELDS:
-            if _FIELDS[token][1] in parts:
+            regex, name, width = _FIELDS[token]
+            if name in parts:
                 return None
-            regex += _FIELDS[token][0]
-            parts[_FIELDS[token][1]] = (at, _WIDTHS[token])
-            at += _WIDTHS[token]
+            shape += regex
+            parts[name] = (at, width)
+            at += width
         elif token in _LITERALS:
-            regex += re.escape(token)
+            shape += re.escape(token.encode())
+            literal = literal or (at, token)
             at += 1
         else:
             return None
     if not {"year", "month", "day"} <= set(parts) or ("minute" in parts) != ("hour" in parts):
         return None
-    if "second" in parts and "minute" not in parts:
+    if ("second" in parts and "minute" not in parts) or literal is None:
         return None
 
     def piece(value: sql.Composable, name: str) -> sql.Composable:
@@ -314,42 +348,52 @@ def _strptime_shape(pattern: str) -> tuple[str, Convert] | None:
         return sql.SQL("substr({}, {}, {})").format(value, sql.Literal(start), sql.Literal(width))
 
     def iso(value: sql.Composable) -> sql.Composable:
-        pieces = [piece(value, "year"), "-", piece(value, "month"), "-", piece(value, "day")]
+        pieces: list[sql.Composable] = [piece(value, "year"), sql.Literal("-")]
+        pieces += [piece(value, "month"), sql.Literal("-"), piece(value, "day")]
         if "hour" in parts:
-            pieces += [" ", piece(value, "hour"), ":", piece(value, "minute")]
+            pieces += [sql.Literal(" "), piece(value, "hour"), sql.Literal(":")]
+            pieces.append(piece(value, "minute"))
             if "second" in parts:
-                pieces += [":", piece(value, "second")]
-        return sql.SQL("({})").format(
-            sql.SQL(" || ").join(p if not isinstance(p, str) else sql.Literal(p) for p in pieces)
-        )
+                pieces += [sql.Literal(":"), piece(value, "second")]
+        return sql.SQL("({})").format(sql.SQL(" || ").join(pieces))
 
-    return regex + "$", iso
+    return shape, (at - 1, *literal), iso
 
 
-def _temporal(patterns: list[str], iso: bool) -> Convert | None:
+def _formatted(patterns: list[str], iso: bool) -> Shape | None:
+    """Dates or times in strptime patterns (tried in order, then ISO), told apart in SQL by their
+    length and first literal: each pattern must have its own, and (beside ISO) its first literal
+    third, where ISO has a digit."""
     shapes = []
     for pattern in patterns:
-        shape = _strptime_shape(pattern)
-        if shape is None:
+        found = _strptime_shape(pattern)
+        if found is None or (iso and found[1][1] != 3):
             return None
-        shapes.append(shape)
-    if iso:
-        shapes.append((_ISO_TIMESTAMP, lambda value: value))
+        shapes.append(found)
+    if len({mark for _, mark, _ in shapes}) != len(shapes):
+        return None
+    alternatives = [shape for shape, _, _ in shapes] + ([_ISO_TIMESTAMP] if iso else [])
 
     def convert(value: sql.Composable) -> sql.Composable:
         cases = sql.SQL(" ").join(
-            sql.SQL("when {} ~ {} then {}").format(value, sql.Literal(regex), canonical(value))
-            for regex, canonical in shapes
+            sql.SQL("when length({v}) = {n} and substr({v}, {p}, 1) = {c} then {iso}").format(
+                v=value,
+                n=sql.Literal(length),
+                p=sql.Literal(position),
+                c=sql.Literal(char),
+                iso=canonical(value),
+            )
+            for _, (length, position, char), canonical in shapes
         )
-        return sql.SQL("(case {} else {} || {} end)").format(cases, sql.Literal(_REFUSED), value)
+        return sql.SQL("(case {} else {} end)").format(
+            cases, value if iso else sql.SQL("{} || {}").format(sql.Literal(_REFUSED), value)
+        )
 
-    return convert
+    return b"(?:" + b"|".join(alternatives) + b")", "text", convert
 
 
 def _boolean(value: sql.Composable) -> sql.Composable:
     true = sorted(k for k, v in _BOOLEANS.items() if v)
-    false = sorted(k for k, v in _BOOLEANS.items() if not v)
     return sql.SQL(
-        "(case when {v} = any({t}) then 'true' when {v} = any({f}) then 'false'"
-        " else {r} || {v} end)"
-    ).format(v=value, t=sql.Literal(true), f=sql.Literal(false), r=sql.Literal(_REFUSED))
+        "(case when {v} = any({t}) then 'true' when {v} is not null then 'false' end)"
+    ).format(v=value, t=sql.Literal(true))

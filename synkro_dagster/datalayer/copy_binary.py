@@ -8,8 +8,9 @@ Besides Python records, a part's batches may be
 - a `contracts.CopyBatch`: a PostgreSQL source's `COPY (query) TO STDOUT (FORMAT binary)` bytes,
   streamed unchanged into a staging table whose columns have the source's exact types, or
 - a `contracts.CsvCopyBatch`: a clean CSV file's bytes, parsed by PostgreSQL's own `COPY (FORMAT
-  csv)` into text staging columns; the conversions COPY cannot do (decimal comma, dd.mm.yyyy)
-  are SQL expressions the merge applies before its casts (`stage_expression`).
+  csv)` into staging columns of the types the connector names (text where COPY cannot convert:
+  decimal comma, dd.mm.yyyy; those conversions are SQL expressions the merge applies before its
+  casts, `stage_expression`).
 
 Staging columns start as `text` (the records path); a typed batch turns an empty staging column
 into its type, and the merge casts from whatever the staging column holds to the target type
@@ -39,8 +40,6 @@ COPY_TRAILER = b"\xff\xff"
 
 STAGE_TABLE = "synkro_stage"
 _ISO_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}")
-# The same test in PostgreSQL: text the records path would look at as a date (schema._string_type).
-_SQL_ISO_DATE_PREFIX = "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 
 def is_arrow_batch(batch: Any) -> bool:
@@ -356,20 +355,22 @@ class TypedStaging:
         return staged if convert is None else convert(staged)
 
     def stage_csv(self, part: Any, batch: CsvCopyBatch) -> int:
-        """COPY a clean CSV file into text staging columns; PostgreSQL parses it.
+        """COPY a clean CSV file into staging; PostgreSQL parses it.
 
         Whatever the records path would have done differently raises SourceDataError, so that
-        the part falls back to its records: a value longer than `max_value_bytes`, an empty
-        primary key, or a column without a declared type whose values the records path would
-        look at as dates (it infers such a column's type from the values)."""
+        the part falls back to its records: a text value longer than `max_value_bytes` or an
+        empty primary key."""
         if not part.isolated or self.stage_filled:
             raise RuntimeError(f"part '{part.name}': a CSV pass-through needs empty staging")
-        self.text_staging()
         names = [column.name for column in batch.columns]
         new = [name for name in names if name not in self.columns]
         if new:
             self.add_columns(new)
         stages = tuple(self.columns[name].stage for name in names)
+        wanted = dict(zip(stages, (column.stage_type for column in batch.columns), strict=True))
+        self.retype_stage(
+            {stage: wanted.get(stage, types.TEXT) for stage in {*self.stage_types, *stages}}
+        )
         options = sql.SQL("format csv, delimiter {}, quote {}, encoding {}").format(
             sql.Literal(batch.delimiter), sql.Literal(batch.quote), sql.Literal(batch.encoding)
         )
@@ -396,7 +397,7 @@ class TypedStaging:
         for csv_column in batch.columns:
             column = self.columns[csv_column.name]
             value = sql.Identifier(column.stage)
-            if batch.max_value_bytes is not None:
+            if batch.max_value_bytes is not None and csv_column.stage_type == types.TEXT:
                 probes.append(("long", column))
                 checks.append(
                     sql.SQL("coalesce(max(octet_length({})), 0) > {}").format(
@@ -407,12 +408,6 @@ class TypedStaging:
                 probes.append(("null key", column))
                 checks.append(sql.SQL("bool_or({} is null)").format(value))
             if csv_column.declared is None:
-                probes.append(("dates", column))
-                checks.append(
-                    sql.SQL("coalesce(bool_or({} ~ {}), false)").format(
-                        value, sql.Literal(_SQL_ISO_DATE_PREFIX)
-                    )
-                )
                 probes.append(("seen", column))
                 checks.append(sql.SQL("bool_or({} is not null)").format(value))
         if not checks:
@@ -426,7 +421,6 @@ class TypedStaging:
         reasons = {
             "long": f"a value longer than {batch.max_value_bytes} bytes",
             "null key": "an empty primary key",
-            "dates": "date-like values and no declared type",
         }
         for (kind, column), found in zip(probes, row, strict=True):
             if kind == "seen":
