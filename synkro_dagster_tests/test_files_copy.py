@@ -5,6 +5,7 @@ the same, or is quarantined with the precise path's own message."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ def _land(
         )
     quarantined = sorted((inbox / "quarantine").glob("*.error.txt"))
     errors = "\n".join(p.read_text(encoding="utf-8") for p in quarantined)
+    # Everything but when it was quarantined.
+    errors = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*", "<time>", errors)
     return read, stats, errors
 
 
