@@ -139,8 +139,12 @@ def through_data_layer(url: str, data: Iterator[list[dict]], run: str) -> tuple[
     layer = DataLayer(database_url=url)
     with layer.get_engine().connect() as conn:  # open the pooled connection before measuring
         conn.exec_driver_sql("select 1")
+    # As a sync passes it: a read from the start cursor (restartable, so a first load may go
+    # straight into the empty table).
     with Meter(url) as meter:
-        stats = layer.load(TARGET, StreamRead(parts=iter([BatchesPart(data)])), context(run))
+        stats = layer.load(
+            TARGET, lambda start: StreamRead(parts=iter([BatchesPart(data)])), context(run)
+        )
     return meter, stats.as_metadata()
 
 
@@ -295,7 +299,7 @@ def main() -> None:
         vs_to_sql = measure(args.rows, empty) / measure(args.to_sql_rows, to_sql)
         again = measure(args.rows, full) / measure(args.rows, copy)
         ratios.append(
-            f"| {label} | {vs_copy:.2f}× ({verdict(vs_copy >= 0.5)}) |"
+            f"| {label} | {vs_copy:.2f}× ({verdict(vs_copy >= 0.6)}) |"
             f" {vs_to_sql:.1f}× ({verdict(vs_to_sql >= 4)}) | {again:.2f}× |"
         )
     ratio_rss = rss[1] / rss[0]
@@ -318,12 +322,14 @@ def main() -> None:
 |---|---:|---:|---:|---:|---:|---:|
 {table}
 
-`DataLayer.load` includes everything a sync does: per-batch type inference, COPY into the staging
-table, table creation with its primary key and row-level security, the cast + merge, the cursor
-computed by PostgreSQL and the `sync_state` write, in one transaction. to_sql ran on
+`DataLayer.load` includes everything a sync does: per-batch type inference, table creation with
+its primary key and row-level security, the rows COPYed in, the cursor computed by PostgreSQL and
+the `sync_state` write, in one transaction. The first load went {empty_stats["load_path"]}
+(`datalayer/direct.py`: into an empty target the rows are COPYed straight in, no staging and no
+merge); the second went {full_stats["load_path"]} (staged, then merged with conflicts). to_sql ran on
 {args.to_sql_rows:,} rows (DataFrame built beforehand, not timed); its rows/s is extrapolated.
 
-| measured by | merge into empty ÷ bare COPY (target ≥ 0.5×) | merge into empty ÷ to_sql (target ≥ 4×) | merge again ÷ bare COPY |
+| measured by | merge into empty ÷ bare COPY (target ≥ 0.6×) | merge into empty ÷ to_sql (target ≥ 4×) | merge again ÷ bare COPY |
 |---|---:|---:|---:|
 {chr(10).join(ratios)}
 

@@ -263,12 +263,14 @@ class TypedStaging:
         """Before a records batch: every typed staging column back to text."""
         self.retype_stage({s: types.TEXT for s, t in self.stage_types.items() if t != types.TEXT})
 
-    def stage_arrow(self, part: Any, batch: pa.RecordBatch) -> int:
+    def arrow_arrays(self, part: Any, batch: pa.RecordBatch) -> list[tuple[Any, pa.Array, str]]:
+        """(column, array, its staging type) per column of `batch` that holds a value; checks the
+        batch (names, primary key), adds new columns and learns each column's type (`seen`)."""
         names = list(batch.schema.names)
         if len(set(names)) != len(names):
             raise SourceDataError(f"part '{part.name}': a batch has repeated column names {names}")
         if batch.num_rows == 0:
-            return 0
+            return []
         for key in self.pk_keys:
             if key not in names:
                 raise self.null_key_error(part, key, batch.slice(0, 1).to_pylist()[0])
@@ -278,14 +280,23 @@ class TypedStaging:
         new = [name for name in names if name not in self.columns]
         if new:
             self.add_columns(new)
-        staged: list[tuple[str, pa.Array]] = []
-        retype: dict[str, str] = {}
+        arrays = []
         for name, array in zip(names, batch.columns, strict=True):
             column = self.columns[name]
             values, stage_type, seen = arrow_column(array)
             if values is None:
                 continue
             column.seen = types.join_types(column.seen, seen)
+            arrays.append((column, values, stage_type))
+        return arrays
+
+    def stage_arrow(self, part: Any, batch: pa.RecordBatch) -> int:
+        arrays = self.arrow_arrays(part, batch)
+        if batch.num_rows == 0:
+            return 0
+        staged: list[tuple[str, pa.Array]] = []
+        retype: dict[str, str] = {}
+        for column, values, stage_type in arrays:
             have = self.stage_types.get(column.stage, types.TEXT)
             if have != stage_type and column.stage in self.stage_filled:
                 wider = types.join_types(have, stage_type)
@@ -333,20 +344,28 @@ class TypedStaging:
         for name, source_type in batch.columns:
             column = self.columns[name]
             column.seen = types.join_types(column.seen, types.canonical_type(source_type))
+        self.check_copied_keys(part, sql.Identifier(STAGE_TABLE), staged=True)
+        return rows
+
+    def check_copied_keys(self, part: Any, table: sql.Composable, staged: bool) -> None:
+        """After a pass-through COPY into `table` (staging, or the target by name): a missing or
+        null primary key fails the load, naming the stream and a record."""
         for key in self.pk_keys:
             if key not in self.columns:
                 raise SourceDataError(
                     f"part '{part.name}': the rows have no primary key column '{key}'"
                 )
+            column = self.columns[key]
             row = self.fetch_one(
                 sql.SQL("select to_jsonb(s) from {} s where {} is null limit 1").format(
-                    sql.Identifier(STAGE_TABLE), sql.Identifier(self.columns[key].stage)
+                    table, sql.Identifier(column.stage if staged else column.name)
                 )
             )
             if row is not None:
-                record = {c.key: row[0].get(c.stage) for c in self.columns.values()}
+                record = {
+                    c.key: row[0].get(c.stage if staged else c.name) for c in self.columns.values()
+                }
                 raise self.null_key_error(part, key, record)
-        return rows
 
     def stage_expression(self, column: Any) -> sql.Composable:
         """A staged value as the merge reads it: CSV text converted where the part said so."""

@@ -52,6 +52,7 @@ from synkro_dagster.datalayer.copy_binary import (
     staged_value,
 )
 from synkro_dagster.datalayer.deletes import DELETED_AT, Marker
+from synkro_dagster.datalayer.direct import DirectLoad, DirectRestart
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
 from synkro_dagster.datalayer.state import (
     claim_part,
@@ -204,6 +205,8 @@ class LoadStats:
     seconds: float = 0.0
     table_created: bool = False
     deletes: str | None = None  # what the delete handling did, e.g. "soft sweep: 3 rows"
+    # "direct": COPYed straight into an empty target (direct.py); "staging": staged and merged.
+    load_path: str = "staging"
 
     def as_metadata(self) -> dict[str, int | float | str]:
         """Numbers stay numbers (the UI plots them); lists and keys become short text."""
@@ -220,6 +223,7 @@ class LoadStats:
             "parts_skipped": self.parts_skipped,
             "parts_rejected": self.parts_rejected,
             "seconds": round(self.seconds, 3),
+            "load_path": self.load_path,
         }
         if self.duplicate_key_example is not None:
             metadata["duplicate_key_example"] = json.dumps(self.duplicate_key_example, default=str)
@@ -263,7 +267,8 @@ class _JsonText(Dumper):
 class _Stager:
     """Keeps one COPY open across batches while the staged column list stays the same."""
 
-    def __init__(self, connection: psycopg.Connection) -> None:
+    def __init__(self, connection: psycopg.Connection, table: sql.Composable | None = None) -> None:
+        self._table = table if table is not None else sql.Identifier(STAGE_TABLE)
         # A cursor of its own: its dumpers render values the way the text staging columns want.
         self._cursor = connection.cursor()
         self._cursor.adapters.register_dumper(bool, _BoolText)
@@ -287,7 +292,7 @@ class _Stager:
             return
         self.close()
         statement = sql.SQL("copy {} ({}) from stdin{}").format(
-            sql.Identifier(STAGE_TABLE),
+            self._table,
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(" (format binary)" if binary else ""),
         )
@@ -319,7 +324,7 @@ class _Stager:
         """A whole COPY stream (binary: header to trailer) into `columns`; returns its row count."""
         self.close()
         statement = sql.SQL("copy {} ({}) from stdin ({})").format(
-            sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(map(sql.Identifier, columns)), options
+            self._table, sql.SQL(", ").join(map(sql.Identifier, columns)), options
         )
         self._context = self._cursor.copy(statement)
         self._copy = self._context.__enter__()
@@ -385,6 +390,7 @@ class _Load(TypedStaging):
         self.rows_before: int | None = None
         self.merge_duplicates = 0  # repeated keys collapsed by the current merge
         self.stager = _Stager(self.pg)
+        self.direct: DirectLoad | None = None  # straight into an empty target (direct.py)
         # Staging column types other than text (typed batches) and the columns holding values.
         self.stage_types: dict[str, str] = {}
         self.stage_filled: set[str] = set()
@@ -433,11 +439,24 @@ class _Load(TypedStaging):
         )
         if self.target.sweep is not None:
             self.execute(deletes.create_seen_keys(sql.Identifier(SEEN_TABLE)))
-        for part in self.read.parts:
-            self.load_part(part)
-        self.stager.close()
-        if self.unmerged_rows or not self.merged_parts:
-            self.merge()
+        self.direct = DirectLoad(self)
+        try:
+            try:
+                self.load_parts()
+            except DirectRestart as reason:
+                log.info(
+                    "stream %s (integration %s): loading through staging: %s",
+                    self.context.stream,
+                    self.context.integration_id,
+                    reason,
+                )
+                self.direct.restart()
+                assert callable(self.reader)
+                self.read = self.reader(self.stats.read_from)
+                self.load_parts()
+        except BaseException as error:
+            self.direct.abort(error)  # an open COPY into the target ends before the rollback
+            raise
         self.finish_deletes()
         write_state(
             self.conn,
@@ -448,6 +467,38 @@ class _Load(TypedStaging):
             rows=self.stats.rows_inserted + self.stats.rows_updated,
             run_id=self.context.run_id,
         )
+
+    def load_parts(self) -> None:
+        for part in self.read.parts:
+            self.load_part(part)
+        self.stager.close()
+        if self.direct is not None and self.direct.active:
+            self.direct.finish()
+        elif self.unmerged_rows or not self.merged_parts:
+            self.merge()
+
+    def reset_staging(self) -> None:
+        """An empty staging table and nothing staged or merged (the load starts over)."""
+        self.stager.start_part()
+        self.execute(sql.SQL("drop table {}").format(sql.Identifier(STAGE_TABLE)))
+        self.execute(
+            sql.SQL("create temp table {} () on commit drop").format(sql.Identifier(STAGE_TABLE))
+        )
+        self.columns, self._getter = {}, None
+        self._unfit, self._nulls = set(), set()
+        self.stage_types, self.stage_filled = {}, set()
+        self.stage_convert.clear()
+        self.done_parts = []
+        self.merged_parts, self.unmerged_rows, self.replaced, self.fresh_table = (
+            0,
+            False,
+            False,
+            False,
+        )
+        self.rows_before = None
+
+    def new_stager(self, table: sql.Composable) -> _Stager:
+        return _Stager(self.pg, table)
 
     def load_part(self, part: Part) -> None:
         savepoint = self.conn.begin_nested() if part.isolated else None
@@ -620,15 +671,20 @@ class _Load(TypedStaging):
         self.stager.start_part()
         self.stage_convert.clear()
         rows = 0
+        direct = self.direct
         for batch in part.typed_batches():
             if isinstance(batch, CopyBatch):
-                rows += self.stage_copy(part, batch)
+                landed = direct.copy(part, batch) if direct is not None else None
+                rows += self.stage_copy(part, batch) if landed is None else landed
                 continue
             if isinstance(batch, CsvCopyBatch):
+                if direct is not None:
+                    direct.decline()  # a file: staged (and a part of its own)
                 rows += self.stage_csv(part, batch)
                 continue
             if not isinstance(batch, list) and is_arrow_batch(batch):
-                rows += self.stage_arrow(part, batch)
+                landed = direct.arrow(part, batch) if direct is not None else None
+                rows += self.stage_arrow(part, batch) if landed is None else landed
                 continue
             if len(batch) <= self.batch_rows:
                 rows += self.stage_batch(part, batch)
@@ -663,6 +719,10 @@ class _Load(TypedStaging):
                 converted = True
         if rows is None or converted:
             rows = zip(*data, strict=False)
+        direct = self.direct
+        if direct is not None and direct.records(part, rows, len(batch)):  # type: ignore[arg-type]
+            self.stager.part_rows += len(batch)
+            return len(batch)
         if self.stage_types:
             self.text_staging()
         self.stage_filled.update(c.stage for c in self.columns.values())
@@ -724,6 +784,8 @@ class _Load(TypedStaging):
 
     def add_columns(self, keys: list[Any]) -> None:
         self.stager.close()
+        if self.direct is not None and self.direct.active:
+            self.direct.pause()
         self._getter = None
         used = {c.name for c in self.columns.values()}
         added = []
@@ -1170,7 +1232,9 @@ class _Load(TypedStaging):
                     )
                 )
 
-    def create_table(self) -> None:
+    def create_table(self, direct: bool = False) -> None:
+        """The target table for the staged columns. `direct`: the rows are COPYed in next, so
+        tenant, integration and run id are column defaults and NOT NULLs wait for the rows."""
         if not self.conn.execute(
             sa.text("select 1 from pg_namespace where nspname = :schema"), {"schema": self.schema}
         ).first():
@@ -1189,9 +1253,13 @@ class _Load(TypedStaging):
                     sql.Identifier(self.schema)
                 )
             )
-        definitions = [
-            sql.SQL("tenant_id text not null"),
-            sql.SQL("integration_id text not null"),
+
+        def default(value: str) -> sql.Composable:
+            return sql.SQL(" default {}").format(sql.Literal(value)) if direct else sql.SQL("")
+
+        definitions: list[sql.Composable] = [
+            sql.SQL("tenant_id text not null{}").format(default(self.context.tenant_id)),
+            sql.SQL("integration_id text not null{}").format(default(self.context.integration_id)),
         ]
         for column in self.columns.values():
             column.type = self.wanted_type(column)
@@ -1199,12 +1267,12 @@ class _Load(TypedStaging):
                 sql.SQL("{} {}{}").format(
                     sql.Identifier(column.name),
                     types.type_sql(column.type),
-                    self.not_null_sql(column),
+                    sql.SQL("") if direct else self.not_null_sql(column),
                 )
             )
         definitions += [
             sql.SQL("_synkro_synced_at timestamptz not null default now()"),
-            sql.SQL("_synkro_run_id text"),
+            sql.SQL("_synkro_run_id text{}").format(default(self.context.run_id)),
         ]
         if self.target.soft_deletes:
             definitions.append(sql.SQL("{} timestamptz").format(sql.Identifier(DELETED_AT)))
