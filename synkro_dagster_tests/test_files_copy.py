@@ -277,3 +277,19 @@ def test_postgresql_reads_every_byte_of_an_encoding_as_python_does(
                     theirs = None
             if codec != "utf-8-sig" or piece != b"":
                 assert (piece, mine) == (piece, theirs)
+
+
+def test_a_shape_chosen_from_the_first_chunk_is_still_checked_on_every_row(
+    database_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """yes/no words of the first megabyte are staged as booleans by COPY; a да after it does not
+    fit that shape, so the file lands through the precise path instead."""
+    case: dict[str, Any] = {"columns": {"id": "integer", "paid": "boolean"}, "files": {}}
+    rows = [f"{i},{'yes' if i % 2 else 'N'},padding padding padding" for i in range(60_000)]
+    content = "id,paid,note\n" + "\n".join(rows) + "\n60000,да,late\n"
+    fast_read, *_ = _both(
+        database_url, engine, tmp_path, case, {"orders_1.csv": content.encode("utf-8")}
+    )
+    assert "do not have their columns' shapes" in fast_read.stats.read_paths["orders_1.csv"]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select paid from orders_fast where id = 60000").scalar()

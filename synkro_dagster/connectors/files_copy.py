@@ -103,6 +103,7 @@ def csv_copy_plan(
     kinds = {name: base_type(kind) for name, kind in columns.items()}
     if cursor is not None and kinds.get(cursor, "text") != "text":
         raise NotEligible(f"the cursor column '{cursor}' is {kinds[cursor]}")
+    start, sample = _data_offset(path, encoding, options.skip_rows + 1)
     csv_columns = []
     shapes = []
     for name in layout.names:
@@ -111,13 +112,12 @@ def csv_copy_plan(
             csv_columns.append(CsvColumn(name, kind))
             shapes.append(None if kind is None else b"")
             continue
-        found = column_shape(kind, options, codec)
+        found = column_shape(kind, options, codec, sample)
         if found is None:
             raise NotEligible(f"column '{name}' is {kind}")
         shape, stage_type, convert = found
         csv_columns.append(CsvColumn(name, kind, convert, stage_type))
         shapes.append(shape)
-    start = _data_offset(path, encoding, options.skip_rows + 1)
     if encodings is not None and not options.encoding:
         encodings[path.name] = f"{encoding} ({how})"
     typed = [c.name for c in csv_columns if c.declared not in (None, "text")]
@@ -134,18 +134,20 @@ def csv_copy_plan(
     )
 
 
-def _data_offset(path: Path, encoding: str, lines: int) -> int:
+def _data_offset(path: Path, encoding: str, lines: int) -> tuple[int, bytes]:
     """The byte offset after the first `lines` text lines (the precise path reads them the same
-    way); NotEligible when the file holds nothing after them but blank space."""
+    way) and the first chunk of bytes after it; NotEligible when the file holds nothing after
+    them but blank space."""
     with _open_text(path, encoding) as handle:
         text = "".join(handle.readline() for _ in range(lines))
     size = len(text.encode(encoding))
     with path.open("rb") as handle:
         if handle.read(size) != text.encode(encoding):
             raise NotEligible("the header's bytes do not read back")
-        if not handle.read(CHUNK_BYTES).strip():
+        sample = handle.read(CHUNK_BYTES)
+        if not sample.strip():
             raise NotEligible("no data lines")
-    return size
+    return size, sample
 
 
 def checked_chunks(path: Path, start: int, codec: str, rows: _RowShapes) -> Iterator[bytes]:
@@ -248,9 +250,10 @@ _ISO_TIMESTAMP = (
 Shape = tuple[bytes, str, Convert | None]
 
 
-def column_shape(kind: str, options: FileOptions, codec: str) -> Shape | None:
+def column_shape(kind: str, options: FileOptions, codec: str, sample: bytes) -> Shape | None:
     """(field shape, staging type, SQL conversion of the staged text) for a declared column, as
-    files_values reads it; None for a type without one here (jsonb)."""
+    files_values reads it; None for a type without one here (jsonb). `sample`: the first data
+    bytes (a choice of shape made from them is still checked on every row)."""
     if kind in ("integer", "bigint", "numeric", "double precision"):
         return _number(kind, options, codec)
     if kind == "date":
@@ -263,13 +266,17 @@ def column_shape(kind: str, options: FileOptions, codec: str) -> Shape | None:
             return _ISO_TIMESTAMP, kind, None
         return _formatted(patterns, iso=True)
     if kind == "boolean":
-        words = []
+        words = {}
         for word in sorted(_BOOLEANS, key=len, reverse=True):
             try:
-                words.append(re.escape(word.encode(codec)))
+                words[word] = re.escape(word.encode(codec))
             except UnicodeEncodeError:
                 continue
-        return b"(?:" + b"|".join(words) + b")", "text", _boolean
+        ascii_words = [w for word, w in words.items() if word.isascii()]
+        if not any(word.encode(codec) in sample for word in words if not word.isascii()):
+            # PostgreSQL reads t/yes/1/N/False... as the precise path does; да/нет need SQL.
+            return b"(?:" + b"|".join(ascii_words) + b")", "boolean", None
+        return b"(?:" + b"|".join(words.values()) + b")", "text", _boolean
     return None
 
 
