@@ -263,8 +263,6 @@ class CsvCopyBatch:
     delimiter: str
     quote: str
     force_null: list[str] = field(default_factory=list)
-    # A longer staged value sends the part back to its records (whose reader enforces a limit).
-    max_value_bytes: int | None = None
     rows: int = 0
 
 

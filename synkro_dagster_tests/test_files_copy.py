@@ -282,7 +282,7 @@ def test_postgresql_reads_every_byte_of_an_encoding_as_python_does(
 def test_a_shape_chosen_from_the_first_chunk_is_still_checked_on_every_row(
     database_url: str, engine: sa.Engine, tmp_path: Path
 ) -> None:
-    """yes/no words of the first megabyte are staged as booleans by COPY; a да after it does not
+    """yes/no words of the first chunk are staged as booleans by COPY; a да after it does not
     fit that shape, so the file lands through the precise path instead."""
     case: dict[str, Any] = {"columns": {"id": "integer", "paid": "boolean"}, "files": {}}
     rows = [f"{i},{'yes' if i % 2 else 'N'},padding padding padding" for i in range(60_000)]
@@ -293,3 +293,17 @@ def test_a_shape_chosen_from_the_first_chunk_is_still_checked_on_every_row(
     assert "do not have their columns' shapes" in fast_read.stats.read_paths["orders_1.csv"]
     with engine.connect() as conn:
         assert conn.exec_driver_sql("select paid from orders_fast where id = 60000").scalar()
+
+
+def test_a_field_over_the_field_limit_is_refused_as_the_precise_path_refuses_it(
+    database_url: str, engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNKRO_CSV_MAX_FIELD_CHARS", str(512 * 1024))
+    long = "x" * (600 * 1024)
+    files = {
+        "orders_1.csv": f'id,n,note\n1,2,"{long}"\n'.encode(),
+        "orders_2.csv": b"id,n,note\n100,1,short\n",
+    }
+    fast_read, *_ = _both(database_url, engine, tmp_path, SHARED, files)
+    assert "a field longer than 524288 characters" in fast_read.stats.rejected[0][1]
+    assert fast_read.stats.read_paths["orders_2.csv"] == "csv_copy"

@@ -52,9 +52,7 @@ PG_ENCODINGS = {
     "cp866": "WIN866",
     "iso8859-5": "ISO_8859_5",
 }
-CHUNK_BYTES = 1024 * 1024
-# A quoted field may run across chunks; one longer than this goes to the precise path.
-MAX_CARRY_BYTES = 8 * CHUNK_BYTES
+CHUNK_BYTES = 256 * 1024
 # Prefixed to a value of the wrong shape: no cast to a number, date or boolean accepts it.
 _REFUSED = "not convertible: "
 
@@ -123,14 +121,24 @@ def csv_copy_plan(
     typed = [c.name for c in csv_columns if c.declared not in (None, "text")]
     return CsvCopyBatch(
         columns=csv_columns,
-        chunks=checked_chunks(path, start, codec, _RowShapes(delimiter, quote, shapes)),
+        chunks=checked_chunks(
+            path,
+            start,
+            codec,
+            _RowShapes(
+                delimiter,
+                quote,
+                shapes,
+                [name in primary_key for name in layout.names],
+                options.quoted_empty == "null",
+            ),
+        ),
         encoding=pg_encoding,
         delimiter=delimiter,
         quote=quote,
         # A typed column has no empty value: the precise path reads "" as null there, and
         # everywhere under quoted_empty: null.
         force_null=[c.name for c in csv_columns] if options.quoted_empty == "null" else typed,
-        max_value_bytes=limits.CSV_FIELD_CHARS.value(),
     )
 
 
@@ -201,35 +209,49 @@ class _RowShapes:
     """Checks every row against the shapes of its fields, a chunk at a time.
 
     A field is quoted (`"..."`, inner quotes doubled) or not (no quote in it); a typed column's
-    field is empty, or its shape bare or quoted. Where PostgreSQL's COPY and Python's csv module
-    agree on every row, they read the same values; they part where a quote stands inside an
-    unquoted field (`ab"c`) or after a closing quote (`"ab"c`). What the expression cannot
-    consume at a chunk's end waits for the next chunk."""
+    field is empty, or its shape bare or quoted; a primary key's field is not empty. Where
+    PostgreSQL's COPY and Python's csv module agree on every row, they read the same values; they
+    part where a quote stands inside an unquoted field (`ab"c`) or after a closing quote
+    (`"ab"c`). What the expression cannot consume at a chunk's end waits for the next chunk; a
+    row that waits for more than the longest field the precise path reads (`CSV_FIELD_CHARS`,
+    less a chunk) goes to the precise path, which decides."""
 
-    def __init__(self, delimiter: str, quote: str, shapes: list[bytes | None]) -> None:
+    def __init__(
+        self,
+        delimiter: str,
+        quote: str,
+        shapes: list[bytes | None],
+        keys: list[bool],
+        quoted_empty_is_null: bool,
+    ) -> None:
         d, q = re.escape(delimiter.encode()), re.escape(quote.encode())
-        quoted = q + b"(?:[^" + q + b"]++|" + q + q + b")*+" + q
+        inside = b"(?:[^" + q + b"]++|" + q + q + b")"
+        quoted = q + inside + b"*+" + q
         plain = b"[^" + d + q + b"\r\n]*+"
         fields = []
-        for shape in shapes:
-            if shape is None:  # no declared type: nothing the precise path reads as a date
-                field = b"(?!" + q + b"?" + _ISO_DATE + b")(?:" + quoted + b"|" + plain + b")"
-            elif not shape:  # text
-                field = b"(?:" + quoted + b"|" + plain + b")"
+        for shape, key in zip(shapes, keys, strict=True):
+            if shape:
+                field = shape + b"|" + q + shape + q + (b"" if key else b"|" + q + q + b"|")
+            elif key:  # a text key: never null
+                field = (q + inside + b"++" + q if quoted_empty_is_null else quoted) + b"|"
+                field += plain[:-2] + b"++"
             else:
-                field = b"(?:" + shape + b"|" + q + shape + q + b"|" + q + q + b"|)"
-            fields.append(field)
+                field = quoted + b"|" + plain
+            if shape is None:  # no declared type: nothing the precise path reads as a date
+                field = b"(?!" + q + b"?" + _ISO_DATE + b")(?:" + field + b")"
+            fields.append(b"(?:" + field + b")")
         row = d.join(fields) + b"\r?\n"
         self._pattern = re.compile(b"(?:" + row + b")*+")
         self._pending = b""
+        self._longest = limits.CSV_FIELD_CHARS.value() - CHUNK_BYTES
 
     def feed(self, chunk: bytes) -> None:
         data = self._pending + chunk
         end = self._pattern.match(data).end()  # type: ignore[union-attr]
         self._pending = data[end:]
-        if len(self._pending) > MAX_CARRY_BYTES:
+        if len(self._pending) > self._longest:
             raise NotEligible(
-                "a row whose fields do not have their columns' shapes (or a long quoted field)"
+                "a row whose fields do not have their columns' shapes, or a very long one"
             )
 
     def finish(self) -> None:
