@@ -2,6 +2,10 @@
 # dagster-daemon, and each run container the DockerRunLauncher starts. Nothing secret is baked in:
 # credentials arrive as environment variables at run time (.env / Kubernetes Secret).
 #
+# Targets: `production` (the default) is that image, without the demo (synkro_dagster/demo: the
+# demo shop/CRM API and ERP source `./run demo` uses); `demo` is the same image plus the demo, for
+# the stack test's demo API container and for trying Synkro out in Docker.
+#
 # Only Dockerfile features Docker's built-in BuildKit frontend has had since Engine 20.10 (no
 # `# syntax=` line, no heredocs): the build needs no frontend image from a registry.
 
@@ -17,7 +21,14 @@ FROM ${BASE_IMAGE} AS wheelhouse
 WORKDIR /wheels
 COPY .wheelhouse* /wheels/
 
-FROM ${BASE_IMAGE}
+# The project's source as the production image installs it: everything but the demo. The install
+# below mounts this stage, so no source layer becomes part of the image.
+FROM ${BASE_IMAGE} AS source
+COPY README.md pyproject.toml synkro.py /src/
+COPY synkro_dagster /src/synkro_dagster
+RUN rm -rf /src/synkro_dagster/demo
+
+FROM ${BASE_IMAGE} AS production
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -41,13 +52,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,from=wheelhouse,source=/wheels,target=/tmp/wheels \
     pip install $PIP_INSTALL_OPTIONS -r /tmp/build/requirements.txt -c /tmp/build/requirements.lock
 
-# The project itself, without touching the dependencies installed above; `pip check` fails the
-# build if the source now needs something the dependency layer lacks.
-COPY README.md pyproject.toml synkro.py /tmp/src/
-COPY synkro_dagster /tmp/src/synkro_dagster
+# The project itself (the source stage: no demo), without touching the dependencies installed
+# above; `pip check` fails the build if the source now needs something the dependency layer lacks.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,from=wheelhouse,source=/wheels,target=/tmp/wheels \
-    pip install $PIP_INSTALL_OPTIONS --no-deps /tmp/src && pip check && rm -rf /tmp/src /tmp/build
+    --mount=type=bind,from=source,source=/src,target=/tmp/src,rw \
+    pip install $PIP_INSTALL_OPTIONS --no-deps /tmp/src && pip check && rm -rf /tmp/build
 
 # Migrations ship with the image; `synkro db migrate` reads them from here.
 COPY supabase/migrations /app/supabase/migrations
@@ -83,3 +93,18 @@ ENTRYPOINT ["/app/deploy/entrypoint.sh"]
 # check while every call failed, and never started the child again. A code deploy restarts this
 # container instead of reloading from the UI.
 CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000", "-m", "synkro_dagster.definitions", "--location-name", "synkro"]
+
+# The production image plus the demo: the whole package (the build context's) installed again over
+# it, same version and dependencies, so `synkro demo` and `python -m synkro_dagster.demo.api_server`
+# work here.
+FROM production AS demo
+ARG PIP_INSTALL_OPTIONS=""
+USER root
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=bind,from=wheelhouse,source=/wheels,target=/tmp/wheels \
+    --mount=type=bind,target=/tmp/src,rw \
+    pip install $PIP_INSTALL_OPTIONS --no-deps --force-reinstall /tmp/src && pip check
+USER synkro
+
+# The default target (the last stage): the production image, as built above.
+FROM production

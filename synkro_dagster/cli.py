@@ -32,6 +32,34 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+# What to say when a lazily listed command's module is not installed: the production image
+# leaves the demo (synkro_dagster.demo) out.
+ABSENT_COMMAND_HINTS = {
+    "demo": "the production image leaves the demo out: run `./run demo` from a checkout of the"
+    " repository, or build the Dockerfile's `demo` target",
+}
+
+
+def _absent_command(name: str, module: str) -> click.Command:
+    """A stand-in for a command whose module this installation does not have: listed, and when
+    run, one line saying so (whatever arguments it was given)."""
+    hint = ABSENT_COMMAND_HINTS.get(name, "install the full package to use it")
+
+    def absent() -> None:
+        raise click.ClickException(
+            f"`synkro {name}` is not installed here ({module} is not part of this installation);"
+            f" {hint}."
+        )
+
+    return click.Command(
+        name,
+        callback=absent,
+        help=f"Not installed here ({module} is absent).",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+
+
 def _database_error_message(exc: Exception) -> str:
     """One line about a database failure: the driver's first line, never the bound parameters."""
     from synkro_dagster.database import DATABASE_URL_ENV, safe_url
@@ -64,7 +92,16 @@ class SynkroGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in self.lazy_commands:
-            command = _load(self.lazy_commands[cmd_name])
+            target = self.lazy_commands[cmd_name]
+            module = target.partition(":")[0]
+            try:
+                command = _load(target)
+            except ModuleNotFoundError as exc:
+                # Only the command's own module (or a package of it) missing; a dependency the
+                # module imports missing is a broken installation and keeps its traceback.
+                if exc.name is None or not (module + ".").startswith(exc.name + "."):
+                    raise
+                return _absent_command(cmd_name, module)
             if not isinstance(command, click.Command):
                 raise TypeError(f"{self.lazy_commands[cmd_name]} is not a click command")
         return command

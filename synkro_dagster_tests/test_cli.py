@@ -331,3 +331,63 @@ def test_without_dagster_home_add_says_the_daemon_adds_the_partition(
     result = add_shop("acme-shop")
     assert result.exit_code == 0
     assert "registry sensor" in result.output
+
+
+def test_without_the_demo_package_synkro_demo_says_how_to_get_it(tmp_path: Path) -> None:
+    """The production image installs synkro_dagster without synkro_dagster/demo: there
+    `synkro --help` still lists every command, and `synkro demo` says in one line where the demo
+    is, instead of a traceback."""
+    import shutil
+
+    package = Path(__file__).resolve().parents[1] / "synkro_dagster"
+    shutil.copytree(
+        package,
+        tmp_path / "synkro_dagster",
+        ignore=lambda folder, names: [
+            n for n in names if n == "__pycache__" or (folder == str(package) and n == "demo")
+        ],
+    )
+    assert not (tmp_path / "synkro_dagster" / "demo").exists()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        # `python -c` puts the working folder first on sys.path: the copy without the demo. The
+        # editable install's import hook would still find the checkout's demo by name: it goes.
+        program = (
+            "import sys; sys.meta_path[:] = [f for f in sys.meta_path"
+            " if not str(getattr(f, '__module__', '')).startswith('__editable__')]"
+            "; import synkro_dagster; assert synkro_dagster.__file__.startswith(sys.argv.pop(1))"
+            "; from synkro_dagster.cli import main; main()"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", program, str(tmp_path), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    listed = run("--help")
+    assert listed.returncode == 0, listed.stderr
+    assert (
+        "demo" in listed.stdout and "backfill" in listed.stdout and "integrations" in listed.stdout
+    )
+    for args in (("demo",), ("demo", "--help"), ("demo", "--no-such-option")):
+        result = run(*args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "`synkro demo` is not installed here" in result.stderr
+        assert "./run demo" in result.stderr and "`demo` target" in result.stderr
+
+
+def test_a_missing_dependency_of_a_lazy_command_keeps_its_traceback(monkeypatch) -> None:
+    """Only the command's own module being absent is "not installed"; anything it fails to import
+    is a broken installation and is not hidden."""
+    monkeypatch.setitem(main.lazy_commands, "broken-extra", "synkro_dagster.cli:no_such_attribute")
+    with pytest.raises(AttributeError):
+        synkro("broken-extra")
+    monkeypatch.setitem(main.lazy_commands, "absent-extra", "synkro_dagster.not_here.run:command")
+    result = CliRunner().invoke(main, ["absent-extra"])
+    assert result.exit_code == 1
+    assert (
+        "`synkro absent-extra` is not installed here (synkro_dagster.not_here.run" in result.output
+    )

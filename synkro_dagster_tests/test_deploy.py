@@ -819,7 +819,8 @@ def test_image_installs_exactly_pyprojects_dependencies():
     assert extract("dev") == pyproject["dependencies"] + pyproject["optional-dependencies"]["dev"]
     assert any(r.startswith("dagster==") for r in extract(""))
 
-    # The only two installs: the generated list, then the project without dependencies.
+    # The only installs: the generated list at the locked versions, then the project without
+    # dependencies (production), and in the demo target the whole project again over it.
     pip_commands = [
         " ".join(line.split()).split("pip install ", 1)[1]
         for line in re.sub(r"\\\n", " ", dockerfile).splitlines()
@@ -827,7 +828,8 @@ def test_image_installs_exactly_pyprojects_dependencies():
     ]
     assert pip_commands == [
         "$PIP_INSTALL_OPTIONS -r /tmp/build/requirements.txt -c /tmp/build/requirements.lock",
-        "$PIP_INSTALL_OPTIONS --no-deps /tmp/src && pip check && rm -rf /tmp/src /tmp/build",
+        "$PIP_INSTALL_OPTIONS --no-deps /tmp/src && pip check && rm -rf /tmp/build",
+        "$PIP_INSTALL_OPTIONS --no-deps --force-reinstall /tmp/src && pip check",
     ]
     # Empty unless a build installs from a wheelhouse (deploy/stacktest/wheelhouse.sh).
     assert 'ARG PIP_INSTALL_OPTIONS=""' in dockerfile
@@ -942,7 +944,11 @@ def test_dockerfile_caches_dependencies_and_runs_unprivileged():
     assert lines[0] == "ARG BASE_IMAGE=python:3.12-slim"
     assert [line for line in lines if line.startswith("FROM")] == [
         "FROM ${BASE_IMAGE} AS wheelhouse",
-        "FROM ${BASE_IMAGE}",
+        "FROM ${BASE_IMAGE} AS source",
+        "FROM ${BASE_IMAGE} AS production",
+        "FROM production AS demo",
+        # The last stage is what a plain `docker build` (compose, CI) makes: production.
+        "FROM production",
     ]
     # Built by Engine 20.10's built-in BuildKit frontend too: no frontend image to pull, no heredoc.
     assert not dockerfile.startswith("# syntax=")
@@ -952,7 +958,8 @@ def test_dockerfile_caches_dependencies_and_runs_unprivileged():
         return next(i for i, line in enumerate(lines) if line.startswith(prefix))
 
     # pyproject.toml alone, its dependencies installed, and only then the source.
-    assert first("COPY pyproject.toml") < first("RUN --mount") < first("COPY synkro_dagster")
+    production = first("FROM ${BASE_IMAGE} AS production")
+    assert production < first("COPY pyproject.toml requirements.lock") < first("RUN --mount")
     assert re.search(r"^USER synkro$", dockerfile, re.M)
     assert first("USER synkro") < first("ENTRYPOINT")
     assert "HEALTHCHECK" in dockerfile
@@ -967,6 +974,42 @@ def test_dockerfile_caches_dependencies_and_runs_unprivileged():
             # A wildcard may match nothing (the optional wheelhouse).
             assert "*" in source or (ROOT / source).exists(), f"Dockerfile copies missing {source}"
     assert os.access(ROOT / "deploy/entrypoint.sh", os.X_OK)
+
+
+def _stages(dockerfile: str) -> dict[str, list[str]]:
+    """{stage name: its instructions, continuation lines joined}; the unnamed last stage is ""."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in re.sub(r"\\\n\s*", " ", dockerfile).splitlines():
+        if line.startswith("FROM "):
+            name = line.split(" AS ")[1] if " AS " in line else ""
+            current = stages.setdefault(name, [])
+        elif line.strip() and not line.startswith("#"):
+            current.append(" ".join(line.split()))
+    return stages
+
+
+def test_the_production_image_leaves_the_demo_out():
+    """synkro_dagster/demo (the demo API and sources of `./run demo`) reaches only the demo target:
+    production installs the source stage's copy, from which the demo is removed, through a mount
+    (no layer holds the source), and the default target is production."""
+    dockerfile = _dockerfile()
+    stages = _stages(dockerfile)
+    assert stages["source"] == [
+        "COPY README.md pyproject.toml synkro.py /src/",
+        "COPY synkro_dagster /src/synkro_dagster",
+        "RUN rm -rf /src/synkro_dagster/demo",
+    ]
+    production = stages["production"]
+    # Nothing of the project's package is copied into production; its one install mounts the
+    # source stage.
+    assert not [i for i in production if i.startswith("COPY") and "synkro_dagster" in i]
+    [install] = [i for i in production if "--no-deps /tmp/src" in i]
+    assert "--mount=type=bind,from=source,source=/src,target=/tmp/src,rw" in install
+    assert not [i for i in production if "--mount=type=bind,target=" in i]  # the whole context
+    # The demo target adds it; the last stage (the default target) adds nothing to production.
+    assert any("--force-reinstall /tmp/src" in i for i in stages["demo"])
+    assert stages[""] == []
 
 
 # ---------------------------------------------------------------- CI/CD and Helm

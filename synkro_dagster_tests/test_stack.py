@@ -39,7 +39,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKTEST = ROOT / "deploy" / "stacktest"
-IMAGE = "synkro-stacktest/synkro:test"
+IMAGE = "synkro-stacktest/synkro:test"  # the Dockerfile's production target
+DEMO_IMAGE = "synkro-stacktest/synkro-demo:test"  # its demo target: the demo API's container
 BASES = {
     "python": "synkro-stacktest/python:bookworm",
     "postgres": "synkro-stacktest/postgres:bookworm",
@@ -138,8 +139,9 @@ def engine_lock(engine) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def images(engine_lock, tmp_path_factory) -> dict[str, str]:
-    """The three Debian-made bases (cached on this machine) and the project image built on the
-    Python one, with pip installing from a wheelhouse built here: no registry, no index."""
+    """The three Debian-made bases (cached on this machine) and the project's production and demo
+    images built on the Python one, with pip installing from a wheelhouse built here: no
+    registry, no index."""
     started = time.monotonic()
     # The bases (debootstrap, apt) and the wheelhouse (pip) download side by side.
     bases_log = tmp_path_factory.mktemp("bases") / "build-bases.log"
@@ -164,28 +166,32 @@ def images(engine_lock, tmp_path_factory) -> dict[str, str]:
         pytest.fail(f"build-bases.sh failed:\n{bases_log.read_text()[-3000:]}")
     bases_seconds = time.monotonic() - started
     started = time.monotonic()
-    _run(
-        STACKTEST / "docker-build",
-        "--build-arg",
-        f"BASE_IMAGE={BASES['python']}",
-        "--build-arg",
-        "PIP_INSTALL_OPTIONS=--no-index --find-links /tmp/wheels",
-        "-t",
-        IMAGE,
-        ROOT,
-        timeout=1200,
-    )
+    for target, tag in (("production", IMAGE), ("demo", DEMO_IMAGE)):
+        _run(
+            STACKTEST / "docker-build",
+            "--build-arg",
+            f"BASE_IMAGE={BASES['python']}",
+            "--build-arg",
+            "PIP_INSTALL_OPTIONS=--no-index --find-links /tmp/wheels",
+            "--target",
+            target,
+            "-t",
+            tag,
+            ROOT,
+            timeout=1200,
+        )
     print(
-        f"stack: bases and wheels {bases_seconds:.0f} s, image {time.monotonic() - started:.0f} s"
+        f"stack: bases and wheels {bases_seconds:.0f} s, images {time.monotonic() - started:.0f} s"
     )
-    return {"synkro": IMAGE, **BASES}
+    return {"synkro": IMAGE, "demo": DEMO_IMAGE, **BASES}
 
 
 # ---------------------------------------------------------------- the stack
 
 
-# Small servers in containers of the project image, on the stack's network: the demo shop API
-# the integration reads from, and the alert webhook (each body printed as one JSON line).
+# Small servers on the stack's network: the demo shop API the integration reads from (in the demo
+# image: the production one has no demo), and the alert webhook (each body printed as one JSON
+# line; the production image).
 API_PROGRAM = f"""
 import time
 from synkro_dagster.demo.api_server import start_api_server
@@ -366,7 +372,10 @@ def stack(images: dict[str, str], tmp_path_factory) -> Iterator[Stack]:
     result.compose("down", "-v", "--remove-orphans", check=False)
     try:
         result.shared["first_up_seconds"] = result.up()
-        for helper, program in (("api", API_PROGRAM), ("webhook", WEBHOOK_PROGRAM)):
+        for helper, image, program in (
+            ("api", images["demo"], API_PROGRAM),
+            ("webhook", images["synkro"], WEBHOOK_PROGRAM),
+        ):
             _run(
                 "docker",
                 "run",
@@ -377,7 +386,7 @@ def stack(images: dict[str, str], tmp_path_factory) -> Iterator[Stack]:
                 NETWORK,
                 # The image's check probes a code server these containers do not run.
                 "--no-healthcheck",
-                images["synkro"],
+                image,
                 "python",
                 "-c",
                 program,
@@ -491,6 +500,36 @@ def _api_total(stack: Stack, collection: str) -> int:
 
 
 # ---------------------------------------------------------------- the tests, in order
+
+
+def test_the_production_image_has_no_demo_and_the_demo_image_has(images):
+    """The demo (an 800-line HTTP server and its samples) stays out of what production runs;
+    there `synkro demo` says where the demo is instead of failing with a traceback."""
+
+    def in_image(image: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        return _run(
+            "docker", "run", "--rm", "--network", "none", "--entrypoint", command[0], image,
+            *command[1:], timeout=120, check=check,
+        )  # fmt: skip
+
+    find_spec = "import importlib.util; print(importlib.util.find_spec('synkro_dagster.demo'))"
+    assert in_image(images["synkro"], "python", "-c", find_spec).stdout.strip() == "None"
+    # No copy anywhere in the image's file system either (a leftover build folder, say).
+    leftovers = in_image(
+        images["synkro"],
+        "sh",
+        "-c",
+        "find / -xdev \\( -path /proc -o -path /sys \\) -prune"
+        " -o \\( -name api_server.py -o -name erp_source.py \\) -print",
+    ).stdout.split()
+    assert leftovers == []
+    demo = in_image(images["synkro"], "synkro", "demo", check=False)
+    assert demo.returncode == 1
+    assert "`synkro demo` is not installed here" in demo.stderr and "Traceback" not in demo.stderr
+    assert "synkro_dagster.demo" in in_image(images["demo"], "python", "-c", find_spec).stdout
+    # Everything else in the demo image is the production image's.
+    for image in (images["synkro"], images["demo"]):
+        assert "migrate" in in_image(image, "synkro", "db", "--help").stdout
 
 
 def test_every_service_becomes_healthy_from_local_images_only(stack: Stack, images):
