@@ -506,10 +506,12 @@ def test_the_production_image_has_no_demo_and_the_demo_image_has(images):
     """The demo (an 800-line HTTP server and its samples) stays out of what production runs;
     there `synkro demo` says where the demo is instead of failing with a traceback."""
 
-    def in_image(image: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def in_image(
+        image: str, *command: str, check: bool = True, user: str = "synkro"
+    ) -> subprocess.CompletedProcess:
         return _run(
-            "docker", "run", "--rm", "--network", "none", "--entrypoint", command[0], image,
-            *command[1:], timeout=120, check=check,
+            "docker", "run", "--rm", "--network", "none", "--user", user,
+            "--entrypoint", command[0], image, *command[1:], timeout=120, check=check,
         )  # fmt: skip
 
     find_spec = "import importlib.util; print(importlib.util.find_spec('synkro_dagster.demo'))"
@@ -521,6 +523,7 @@ def test_the_production_image_has_no_demo_and_the_demo_image_has(images):
         "-c",
         "find / -xdev \\( -path /proc -o -path /sys \\) -prune"
         " -o \\( -name api_server.py -o -name erp_source.py \\) -print",
+        user="root",  # every folder readable
     ).stdout.split()
     assert leftovers == []
     demo = in_image(images["synkro"], "synkro", "demo", check=False)
