@@ -249,6 +249,8 @@ def main() -> None:
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
+    rounds = ", ".join(f"{c / r:.2f}×" for c, r in zip(copy_runs, sync_runs, strict=True))
+
     def rate(seconds: float) -> str:
         return f"{seconds:.2f} | {args.rows / seconds:,.0f} | {size / 2**20 / seconds:.1f}"
 
@@ -259,8 +261,8 @@ def main() -> None:
   psycopg {psycopg.__version__} ({psycopg.pq.__impl__})
 - Command: `python benchmarks/files_bench.py --rows {args.rows} --rounds {args.rounds}`: bare
   COPY and the pass-through sync alternate in {args.rounds} rounds, medians shown (bare COPY
-  {fmt(copy_runs)} s; sync {fmt(sync_runs)} s); the precise path ran once after them, beside
-  one more bare COPY ({precise_copy:.1f} s)
+  {fmt(copy_runs)} s; sync {fmt(sync_runs)} s; ratio per round {rounds}); the precise path ran
+  once after them, beside one more bare COPY ({precise_copy:.1f} s)
 - Run at: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average (1 min) at start / at each
   round / at the end: {load_start:.1f} / {fmt(loads)} / {os.getloadavg()[0]:.1f} (other work
   shared the machine; the ratios come from the same rounds, so they are fairer than the
