@@ -41,7 +41,7 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 200k rows × 10 columns, medians of 2 interleaved rounds, load average 32–46); before: 0.12× (records) | met |
 | SQL (MariaDB source) → PostgreSQL ÷ dlt `sql_database(backend="pyarrow")` | ≥ 2× | 5.25× (same run) | met |
 | SQL: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
-| files: 1M-row CSV through the file engine ÷ bare COPY of the file | ≥ 0.4× | 0.17× quiet (0.15× under load) | **missed** |
+| files: 1M-row CSV through the file engine ÷ bare `psql \\copy` of the file | ≥ 0.4× | 0.45× with the CSV pass-through (medians of 3 interleaved rounds, load average 4.5–4.9); 0.34× in a run under more load (6.6–7.7); precise path 0.11–0.22× in the same runs (was 0.17× quiet) | met in the run of record, **missed** under more load |
 | files: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
 | definitions load, 50 specs (fresh process) | about 1 s | 2.8 s in all: imports 2.4 s, specs → Definitions → resolved 0.35 s (3 ms a spec) | Synkro's part met |
 | definitions load, 2,000 integrations (fresh process) | < 2 s | 3.7 s, of which `import dagster` 2.0 s | **missed** |
@@ -61,16 +61,22 @@ consumer still reads records from `batches()`):
   opens its own connection, and the rows must land in the load's one transaction with the cursor;
 - a `CopyBatch`: a PostgreSQL source's `COPY (query) TO STDOUT (FORMAT binary)` bytes, streamed
   unchanged into staging columns of the source's exact types (pass-through).
+- a `CsvCopyBatch`: a clean CSV file's bytes, parsed by PostgreSQL's own `COPY (FORMAT csv)`
+  into staging columns (plain numbers and ISO dates/times typed by COPY; decimal comma,
+  `dd.mm.yyyy`, thousands separators, да/нет converted in SQL in the merge). Each row's field
+  shapes are checked on the client as the bytes stream; a file it refuses rolls back to its
+  savepoint and loads on the precise path (`test_files_copy.py`).
 
 The SQL engine uses them: PostgreSQL sources pass through when every column is a built-in type
 and no value needs converting; MySQL/MariaDB sources are read by `connectorx` into Arrow batches
 (decimals selected as exact text: connectorx would give them a fixed 10-digit scale). The merge
 casts only where the staging type differs from the target's. Tests prove each fast path and its
 records fallback land identical rows (md5 of the ordered rows, same types, same cursor):
-`test_sql_fast.py`, `test_datalayer_typed.py`. The peers section below is the first measurement;
-the CSV pass-through, the single write into an empty target and the fixed cost of a CLI run are
-not done yet. The definitions-load miss is Dagster's own import time on this machine; Synkro's
-part (specs → assets) is a fraction of it.
+`test_sql_fast.py`, `test_datalayer_typed.py`, `test_files_copy.py`. The peers section below is
+the first measurement. Files do not load straight into an empty target yet (each is staged and
+merged under its own savepoint), and the fixed cost of a CLI run is not done yet. The
+definitions-load miss is Dagster's own import time on this machine; Synkro's part (specs →
+assets) is a fraction of it.
 """
 
 
