@@ -307,3 +307,16 @@ def test_a_field_over_the_field_limit_is_refused_as_the_precise_path_refuses_it(
     fast_read, *_ = _both(database_url, engine, tmp_path, SHARED, files)
     assert "a field longer than 524288 characters" in fast_read.stats.rejected[0][1]
     assert fast_read.stats.read_paths["orders_2.csv"] == "csv_copy"
+
+
+def test_a_header_over_the_line_limit_is_not_read_by_the_pass_through(
+    database_url: str, engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNKRO_CSV_MAX_LINE_BYTES", "1000")
+    files = {
+        "orders_1.csv": b"id,n," + b"x" * 2000 + b"\n1,2,3\n",
+        "orders_2.csv": b"id,n\n100,1\n",
+    }
+    fast_read, *_ = _both(database_url, engine, tmp_path, SHARED, files)
+    assert "longer than 1000 bytes" in fast_read.stats.rejected[0][1]
+    assert "header line longer" in fast_read.stats.read_paths["orders_1.csv"]

@@ -208,6 +208,13 @@ def test_detected_encodings_and_an_uncertain_one_show_in_the_run(
     (materialization,) = result.asset_materializations_for_node("drops_streams")
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["encodings_detected"] == "orders_ru.csv: cp1251 (detected, confidence 1.00)"
+    # The readable file passed through COPY; the other took the precise path, which refused it.
+    paths = dict(line.split(": ", 1) for line in metadata["fast_path"].splitlines())
+    assert paths["orders_ru.csv"] == "csv_copy"
+    assert paths["orders_eu.csv"].startswith(
+        "records (orders_eu.csv: its text encoding is uncertain"
+    )
+    assert metadata["files_csv_copy"] == 1
     assert (metadata["files"], metadata["files_rejected"]) == (1, 1)
     check = next(
         e.event_specific_data

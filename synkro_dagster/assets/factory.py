@@ -391,7 +391,7 @@ def _build_assets(
                         )
                     if read.stats.read_paths:
                         # csv_copy: PostgreSQL's COPY parsed the file; records: Python did (why).
-                        metadata["fast_path"] = "; ".join(
+                        metadata["fast_path"] = "\n".join(
                             f"{name}: {how}" for name, how in read.stats.read_paths.items()
                         )
                         metadata["files_csv_copy"] = sum(

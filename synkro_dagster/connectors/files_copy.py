@@ -88,6 +88,7 @@ def csv_copy_plan(
     quote = options.quotechar
     if not (quote.isascii() and quote not in "\r\n\x00"):
         raise NotEligible(f"quote character {quote!r}")
+    _check_header_lines(path, options.skip_rows + 1)
     with _open_text(path, encoding) as handle:
         try:
             layout = _csv_header(path, handle, options, primary_key, (encoding, how))
@@ -140,6 +141,25 @@ def csv_copy_plan(
         # everywhere under quoted_empty: null.
         force_null=[c.name for c in csv_columns] if options.quoted_empty == "null" else typed,
     )
+
+
+def _check_header_lines(path: Path, lines: int) -> None:
+    """NotEligible when one of the first `lines` lines is longer than the CSV line limit (read in
+    chunks: the header is read whole next)."""
+    limit = limits.CSV_LINE_BYTES.value()
+    run = 0
+    with path.open("rb") as handle:
+        while lines and (chunk := handle.read(CHUNK_BYTES)):
+            pieces = chunk.split(b"\n", lines)
+            ended = len(pieces) - 1
+            run += len(pieces[0])
+            if run > limit or any(len(piece) > limit for piece in pieces[1:ended]):
+                raise NotEligible("a header line longer than the CSV line limit")
+            if ended:
+                lines -= ended
+                run = len(pieces[-1])
+    if run > limit:
+        raise NotEligible("a header line longer than the CSV line limit")
 
 
 def _data_offset(path: Path, encoding: str, lines: int) -> tuple[int, bytes]:
