@@ -5,7 +5,7 @@ and sync state — or it goes back to staging, with the same result, where it ca
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -358,3 +358,29 @@ def test_the_future_limit_and_cursor_are_computed_as_on_staging(
     direct, staging, _ = both_ways(layer, batches, "future")
     assert direct.load_path == "direct"
     same_outcome(engine, direct, staging, "future")
+
+
+@pytest.mark.parametrize("cursor", ["updated_at", "day", "id", "amount", "iso_text", "name"])
+def test_the_cursor_is_the_one_staging_computes_whatever_its_type(
+    layer: DataLayer, engine: sa.Engine, cursor: str
+) -> None:
+    """Ties of one instant written in two time zones, the newest value in an earlier batch, a
+    future date and time (beyond max_future): the cursor, the future count and its example are
+    staging's."""
+    far = datetime.now(UTC) + timedelta(days=40)
+
+    def batches() -> list[Any]:
+        first, second = records(1, 50), records(51, 50)
+        first[10]["updated_at"] = datetime(2027, 1, 1, 12, tzinfo=UTC)
+        second[5]["updated_at"] = datetime(2027, 1, 1, 14, tzinfo=timezone(timedelta(hours=2)))
+        second[6]["updated_at"] = far
+        first[20]["day"] = far.date()
+        first[30]["amount"] = Decimal("99999.10")
+        second[7]["amount"] = Decimal("99999.1")
+        return [first, second]
+
+    direct, staging, _ = both_ways(layer, batches, f"cur_{cursor}", cursor=cursor)
+    assert direct.load_path == "direct"
+    same_outcome(engine, direct, staging, f"cur_{cursor}")
+    assert direct.future_record_example == staging.future_record_example
+    assert direct.cursor_after is not None

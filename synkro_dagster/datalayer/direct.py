@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,7 @@ from synkro_dagster.contracts import CopyBatch, Part
 from synkro_dagster.datalayer import schema as types
 from synkro_dagster.datalayer.copy_binary import STAGE_TABLE, _fit, encode_arrow
 from synkro_dagster.errors import SynkroError
+from synkro_dagster.specs.cursors import EPOCH_FORMATS, parse_duration
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -54,6 +57,25 @@ if TYPE_CHECKING:
 _UNDO = (psycopg.IntegrityError, psycopg.DataError)
 _CONSTANTS = ("tenant_id", "integration_id", "_synkro_run_id")
 _INTEGERS = (types.INTEGER, types.BIGINT)
+# (Python type of every cursor value, target type) where Python orders values as PostgreSQL does.
+_ORDERED = {
+    (int, types.INTEGER),
+    (int, types.BIGINT),
+    (int, types.NUMERIC),
+    (Decimal, types.NUMERIC),
+    (date, types.DATE),
+    (datetime, types.TIMESTAMP),
+    (datetime, types.TIMESTAMPTZ),
+}
+
+
+def _as_utc(value: date) -> datetime:
+    """A date or datetime as PostgreSQL compares it with a timestamptz in a UTC session."""
+    if not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 PENDING_ROWS = 50_000
 
 
@@ -76,6 +98,7 @@ class DirectLoad:
         # Records' cursor and key values waiting to be staged, and their staging columns.
         self.pending: list[Sequence[Any]] = []
         self.pending_stages: tuple[str, ...] = ()
+        self._now: datetime | None = None  # the transaction's now(), for max_future
         self.savepoint: Any = None
         self.writer: Any = None
         self.stats_before = replace(
@@ -121,6 +144,9 @@ class DirectLoad:
                 self.savepoint = None
                 return False
         load.stager.close()
+        now = load.fetch_one(sql.SQL("select now()"))
+        assert now is not None
+        self._now = now[0]
         self.writer = load.new_stager(load.target_sql)
         self.kind = kind
         self.fresh = existing is None
@@ -204,6 +230,7 @@ class DirectLoad:
         picked = self.cursor_columns()
         if picked:
             positions = [list(load.columns.values()).index(c) for c in picked]
+            rows = self.cursor_candidates(rows, positions[0], picked[0])
             if len(positions) > 1:
                 self.pending.extend(map(itemgetter(*positions), rows))
             else:
@@ -221,6 +248,45 @@ class DirectLoad:
             self.writer.close()
         except _UNDO as error:
             raise self.undo(error) from None
+
+    def cursor_candidates(
+        self, rows: list[Sequence[Any]], position: int, column: Any
+    ) -> list[Sequence[Any]]:
+        """The rows of a batch the cursor's SQL can depend on: where Python orders the cursor's
+        values exactly as PostgreSQL orders the column (ints and Decimals in a number column,
+        dates, datetimes of one kind), the rows at the batch's newest value that is surely not
+        beyond now + max_future, and every row above it (the ones counted as future); else all.
+        """
+        values = list(map(itemgetter(position), rows))
+        present = [v for v in values if v is not None]
+        kinds = set(map(type, present))
+        if len(kinds) != 1:
+            return rows
+        (kind,) = kinds
+        if (kind, column.type) not in _ORDERED:
+            return rows
+        if kind is datetime and len({v.tzinfo is None for v in present}) != 1:
+            return rows
+        spec = self.load.target.cursor_spec
+        floor = max(present)
+        if spec is not None and spec.max_future is not None:
+            if kind not in (date, datetime) or spec.format in EPOCH_FORMATS:
+                return rows
+            # A second short of the server's limit: what is above may be future, and is kept.
+            limit = self.server_now() + parse_duration(spec.max_future) - timedelta(seconds=1)
+            below = [v for v in present if _as_utc(v) <= limit]
+            if not below:
+                return rows
+            floor = max(below)
+        return [
+            row
+            for row, value in zip(rows, values, strict=True)
+            if value is not None and value >= floor
+        ]
+
+    def server_now(self) -> datetime:
+        assert self._now is not None  # read in start(), before any COPY opened
+        return self._now
 
     def stage_pending(self) -> None:
         load = self.load
