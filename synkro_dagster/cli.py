@@ -313,9 +313,9 @@ def _sync_partition(spec: str, integration_id: str, *, add: bool) -> None:
         return
     from dagster import DagsterInstance
 
-    from synkro_dagster.assets.factory import partitions_def_for
+    from synkro_dagster.assets.factory import partitions_name_for
 
-    name = partitions_def_for(spec).name
+    name = partitions_name_for(spec)
     try:
         with DagsterInstance.get() as instance:
             known = instance.has_dynamic_partition(name, integration_id)

@@ -26,9 +26,14 @@ from synkro_dagster.specs.models import SourceSpec, StreamSpec
 from synkro_dagster.tags import SPEC_TAG, allows_mass_delete, is_full_refresh, run_tags
 
 
+def partitions_name_for(spec_name: str) -> str:
+    """The name of the spec's dynamic partitions in the Dagster instance."""
+    return f"{spec_name}__integrations"
+
+
 def partitions_def_for(spec_name: str) -> dg.DynamicPartitionsDefinition:
     """The spec's partitions: one key per integration id, kept equal to the registry by a sensor."""
-    return dg.DynamicPartitionsDefinition(name=f"{spec_name}__integrations")
+    return dg.DynamicPartitionsDefinition(name=partitions_name_for(spec_name))
 
 
 def job_name_for(spec_name: str) -> str:
@@ -152,7 +157,9 @@ DATE_DIMENSION = "date"
 INTEGRATION_DIMENSION = "integration"
 
 
-def report_partitions_def_for(source: SourceSpec, stream: StreamSpec) -> dg.PartitionsDefinition:
+def report_partitions_def_for(
+    source: SourceSpec, stream: StreamSpec
+) -> dg.MultiPartitionsDefinition:
     """A report stream's partitions: period (daily/weekly/monthly) x integration (dynamic)."""
     start = (stream.partition_start or date(2000, 1, 1)).isoformat()
     period: dg.PartitionsDefinition
@@ -313,6 +320,11 @@ def _build_assets(
                     )
                     return reads[-1]
 
+                def reads_whole(start: str | None, stream: StreamSpec = stream) -> bool:
+                    # Known only once the data layer has read the cursor under the lock.
+                    cursor = None if period is not None else start
+                    return reads_whole_source(source, stream, cursor, full_refresh)
+
                 try:
                     # The data layer takes the stream's lock, reads the cursor under it and only
                     # then asks the connector to read from there (initial / lookback applied).
@@ -326,10 +338,7 @@ def _build_assets(
                             stream=stream.name,
                             run_id=context.run.run_id,
                             full_refresh=full_refresh,
-                            # Known only once the data layer has read the cursor under the lock.
-                            reads_whole_source=lambda start, stream=stream: reads_whole_source(
-                                source, stream, None if period is not None else start, full_refresh
-                            ),
+                            reads_whole_source=reads_whole,
                             allow_mass_delete=allows_mass_delete(context.run.tags),
                             partition=period,
                             log=context.log,
@@ -401,7 +410,10 @@ def _build_assets(
                     asset_key=key,
                     metadata=metadata,
                     check_results=[
-                        r for r in results if dg.AssetCheckKey(key, r.check_name) in selected_checks
+                        r
+                        for r in results
+                        if r.check_name is not None
+                        and dg.AssetCheckKey(key, r.check_name) in selected_checks
                     ],
                 )
 

@@ -152,6 +152,7 @@ class FilePart(Part):
     """One dropped file: its batches, its identity, and where it goes afterwards."""
 
     isolated = True
+    identity: str  # always known: the file's SHA-256 (or its name's, for a refused file)
 
     def __init__(
         self,

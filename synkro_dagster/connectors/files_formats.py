@@ -251,7 +251,7 @@ class _CsvLayout:
 
 
 def _open_text(path: Path, encoding: str) -> io.TextIOWrapper:
-    return path.open("r", encoding=encoding, newline="", buffering=TEXT_BUFFER)  # type: ignore[return-value]
+    return path.open("r", encoding=encoding, newline="", buffering=TEXT_BUFFER)
 
 
 def _csv_header(
@@ -464,8 +464,9 @@ def _csv_batches_keeping_quoted_empty(
     while True:
         rows: list[list[Any]] = []
         try:
-            for row in reader:
+            for fields in reader:
                 raw = lines.take()
+                row: list[Any] = fields  # text, or None for an empty unquoted field
                 if "" in row:
                     quoted = quoted_empty_fields(raw, layout.delimiter, layout.quotechar)
                     if pair in raw:
@@ -491,11 +492,11 @@ def _csv_batches_keeping_quoted_empty(
 
 
 def _fixed_rows(
-    path: Path, rows: list[list[str]], layout: _CsvLayout, index: int, locate: Callable
-) -> list[list[str]]:
+    path: Path, rows: list[list[Any]], layout: _CsvLayout, index: int, locate: Callable
+) -> list[list[Any]]:
     """Rows without blank lines and unnamed trailing fields; a ragged row is an error."""
     named = len(layout.names)
-    fixed = []
+    fixed: list[list[Any]] = []
     for row in rows:
         if len(row) != named:
             if _is_blank(row):

@@ -309,7 +309,7 @@ class _Plan:
 
     def __init__(
         self,
-        statement: sa.Executable,
+        statement: sa.Select[Any],
         column_types: dict[str, str],
         fixes: list[tuple[str, Fix]],
     ) -> None:
@@ -620,7 +620,9 @@ class SqlSession:
         assert options.query is not None
         query = sa.text(_escape_binds(options.query))
         # A zero-row probe gives the result's names and the driver's types without reading data.
-        probe = sa.select(sa.literal_column("*")).select_from(query.columns().subquery("q"))
+        probe: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(
+            query.columns().subquery("q")
+        )
         result = conn.execute(probe.where(sa.false()))
         names = list(result.keys())
         description = result.cursor.description if result.cursor is not None else None

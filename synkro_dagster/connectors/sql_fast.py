@@ -76,6 +76,7 @@ def pg_copy_batches(
         conn = connect()
         try:
             driver_connection = conn.connection.driver_connection
+            assert driver_connection is not None  # an open connection has its driver's
             compiled = statement.compile(dialect=conn.dialect)
             # COPY takes no bind parameters: psycopg renders the values as literals itself.
             query = psycopg.ClientCursor(driver_connection).mogrify(str(compiled), compiled.params)

@@ -105,4 +105,4 @@ def _primary_key_columns(conn: sa.Connection, schema: str, table: str) -> list[s
         ),
         {"schema": schema, "table": table},
     )
-    return [name for (name,) in rows]
+    return list(rows.scalars())

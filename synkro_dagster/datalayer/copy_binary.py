@@ -26,6 +26,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
+from psycopg.abc import Query
 
 from synkro_dagster import jsonnumbers
 from synkro_dagster.contracts import CopyBatch, CsvCopyBatch, SourceDataError
@@ -232,9 +233,12 @@ class TypedStaging:
     stager: Any
 
     def add_columns(self, keys: list[Any]) -> None: ...
-    def execute(self, statement: sql.Composable) -> None: ...
-    def null_key_error(self, part: Any, key: Any, record: Any) -> SourceDataError: ...
-    def fetch_one(self, statement: sql.Composable) -> tuple[Any, ...] | None: ...
+    def execute(self, statement: Query) -> None: ...
+    def null_key_error(self, part: Any, key: Any, record: Any) -> SourceDataError:
+        raise NotImplementedError
+
+    def fetch_one(self, statement: Query) -> tuple[Any, ...] | None:
+        raise NotImplementedError
 
     def retype_stage(self, changes: dict[str, str]) -> None:
         """ALTER staging columns to new types (each value cast by PostgreSQL)."""

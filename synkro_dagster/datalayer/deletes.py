@@ -62,7 +62,7 @@ def keys_match(
     )
 
 
-def live_rows(target: sql.Composable, integration: str, soft: bool) -> sql.Composable:
+def live_rows(target: sql.Composable, integration: str, soft: bool) -> sql.Composed:
     """How many rows the integration has (not counting soft-deleted ones)."""
     live = sql.SQL(" and {} is null").format(sql.Identifier(DELETED_AT)) if soft else sql.SQL("")
     return sql.SQL("select count(*) from {} where integration_id = {}{}").format(
@@ -75,14 +75,14 @@ def key_text(keys: Sequence[sql.Composable]) -> sql.Composable:
     return sql.SQL("row({})::text").format(sql.SQL(", ").join(keys))
 
 
-def create_seen_keys(seen: sql.Composable) -> sql.Composable:
+def create_seen_keys(seen: sql.Composable) -> sql.Composed:
     """The keys a sweeping load brought, kept across its parts (files merge one by one)."""
     return sql.SQL("create temp table {} (key text) on commit drop").format(seen)
 
 
 def remember_keys(
     seen: sql.Composable, stage: sql.Composable, staged_key: sql.Composable
-) -> sql.Composable:
+) -> sql.Composed:
     return sql.SQL("insert into {} (key) select {} from {} s").format(seen, staged_key, stage)
 
 
@@ -92,7 +92,7 @@ def sweep(
     integration: str,
     target_key: sql.Composable,
     hard: bool,
-) -> sql.Composable:
+) -> sql.Composed:
     """Soft-delete (or delete) the integration's rows whose key the load did not bring.
 
     `target_key` is the key text of target row `t` (see `key_text`); `seen` holds the loaded
@@ -115,7 +115,7 @@ def delete_marked(
     integration: str,
     match: sql.Composable,
     is_marked: sql.Composable,
-) -> sql.Composable:
+) -> sql.Composed:
     """Delete the integration's rows whose staged record is marked as deleted (hard markers)."""
     return sql.SQL(
         "delete from {} t where t.integration_id = {} and exists"
@@ -129,7 +129,7 @@ def count_marked_live(
     integration: str,
     match: sql.Composable,
     is_marked: sql.Composable,
-) -> sql.Composable:
+) -> sql.Composed:
     """How many live rows of the integration a soft marker is about to mark deleted."""
     return sql.SQL(
         "select count(*) from {} t where t.integration_id = {} and t.{} is null and exists"
@@ -139,7 +139,7 @@ def count_marked_live(
 
 def keep_latest_per_key(
     stage: sql.Composable, keys: sql.Composable, order: sql.Composable
-) -> sql.Composable:
+) -> sql.Composed:
     """Drop every staged record but the latest of each key (markers judge the latest version)."""
     return sql.SQL(
         "delete from {stage} s where s.ctid <> all(array("
@@ -158,7 +158,7 @@ def replace_diff(
     new_key: Sequence[sql.Composable],
     names: sql.Composable,
     values: sql.Composable,
-) -> sql.Composable:
+) -> sql.Composed:
     """Swap the integration's rows for the staged ones, deleting and inserting only the difference.
 
     Rows compare by their whole value (`row(...)::text`, in which null and '' differ), as

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
+from psycopg.abc import Query
 from psycopg.adapt import Dumper
 
 from synkro_dagster import jsonnumbers
@@ -717,10 +718,11 @@ class _Load(TypedStaging):
             if convert is not None:
                 data[position] = convert(values)
                 converted = True
-        if rows is None or converted:
-            rows = zip(*data, strict=False)
+        staged: Iterable[tuple[Any, ...]] = (
+            zip(*data, strict=False) if rows is None or converted else rows
+        )
         direct = self.direct
-        if direct is not None and direct.records(part, rows, len(batch)):  # type: ignore[arg-type]
+        if direct is not None and direct.records(part, staged, len(batch)):
             self.stager.part_rows += len(batch)
             return len(batch)
         if self.stage_types:
@@ -728,7 +730,7 @@ class _Load(TypedStaging):
         self.stage_filled.update(c.stage for c in self.columns.values())
         if self.columns:
             try:
-                self.stager.write(tuple(c.stage for c in self.columns.values()), rows)
+                self.stager.write(tuple(c.stage for c in self.columns.values()), staged)
             except psycopg.DataError as error:
                 if part.isolated:
                     raise self.value_error(part, batch, error) from None
@@ -1379,7 +1381,7 @@ class _Load(TypedStaging):
 
     def latest_first(self, key_columns: list[_Column]) -> sql.Composable:
         """Staged rows ordered by key, the latest of each key first: highest cursor, then last in."""
-        order = [sql.SQL(", ").join(self.staged(c) for c in key_columns)]
+        order: list[sql.Composable] = [sql.SQL(", ").join(self.staged(c) for c in key_columns)]
         cursor_column = self.cursor_column()
         if cursor_column is not None:
             order.append(sql.SQL("{} desc nulls last").format(self.staged(cursor_column)))
@@ -1588,13 +1590,13 @@ class _Load(TypedStaging):
             "tenant_id",
             *(c.name for c in self.columns.values() if c.key not in self.pk_keys),
         ]
-        updates = [
+        updates: list[sql.Composable] = [
             sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name))
             for name in [*compared, "_synkro_run_id"]
         ]
         updates.append(sql.SQL("_synkro_synced_at = now()"))
-        old = [sql.Identifier("t", name) for name in compared]
-        new = [sql.Identifier("excluded", name) for name in compared]
+        old: list[sql.Composable] = [sql.Identifier("t", name) for name in compared]
+        new: list[sql.Composable] = [sql.Identifier("excluded", name) for name in compared]
         soft = self.target.soft_deletes
         if soft:
             # A row that comes back is live again; a marked one keeps its first deletion time.
@@ -1613,7 +1615,7 @@ class _Load(TypedStaging):
             sql.SQL(", ").join(old), sql.SQL(", ").join(new)
         )
 
-        def statement(source: sql.Composable) -> sql.Composable:
+        def statement(source: sql.Composable) -> sql.Composed:
             return sql.SQL(
                 "with m as (insert into {target} as t ({names}) {source}"
                 " on conflict ({conflict}) do update set {updates} where {changed}"
@@ -1709,8 +1711,8 @@ class _Load(TypedStaging):
 
     def insert(self, boundary_filter: bool) -> None:
         names, values = self.insert_select()
-        where = sql.SQL("")
-        distinct = sql.SQL("")
+        where: sql.Composable = sql.SQL("")
+        distinct: sql.Composable = sql.SQL("")
         cursor_column = self.cursor_column()
         if boundary_filter and cursor_column is not None:
             # An append stream with a cursor: identical records are one record, whether a page
@@ -1943,10 +1945,10 @@ class _Load(TypedStaging):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def execute(self, statement: sql.Composable) -> None:
+    def execute(self, statement: Query) -> None:
         self.cursor.execute(statement)
 
-    def fetch_one(self, statement: sql.Composable) -> tuple[Any, ...] | None:
+    def fetch_one(self, statement: Query) -> tuple[Any, ...] | None:
         self.cursor.execute(statement)
         return self.cursor.fetchone()
 

@@ -77,7 +77,7 @@ def migrate(engine: sa.Engine, directory: Path | None = None) -> list[Migration]
         try:
             with conn.begin():
                 conn.exec_driver_sql(_HISTORY_DDL)
-                done = set(
+                done: set[str] = set(
                     conn.exec_driver_sql(
                         "select version from supabase_migrations.schema_migrations"
                     )

@@ -324,8 +324,11 @@ def table_columns(conn: sa.Connection, schema: str, table: str) -> list[ColumnIn
             " order by a.attnum"
         ),
         {"schema": schema, "table": table},
-    ).all()
-    return [ColumnInfo(*row) for row in rows]
+    ).tuples()
+    return [
+        ColumnInfo(name, type_name, not_null, comment)
+        for name, type_name, not_null, comment in rows
+    ]
 
 
 def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, str] | None:

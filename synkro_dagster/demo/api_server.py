@@ -35,6 +35,7 @@ import json
 import math
 import random
 import secrets
+import socketserver
 import threading
 import time
 from collections.abc import Sequence
@@ -73,18 +74,18 @@ class Credentials:
 class BenchRecords(Sequence[dict[str, Any]]):
     """A large read-only collection generated on demand, so a benchmark needs no memory for it."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, size: int) -> None:
+        self.size = size
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return [self._record(i) for i in range(*index.indices(self.count))]
+            return [self._record(i) for i in range(*index.indices(self.size))]
         if index < 0:
-            index += self.count
-        if not 0 <= index < self.count:
+            index += self.size
+        if not 0 <= index < self.size:
             raise IndexError(index)
         return self._record(index)
 
@@ -119,7 +120,7 @@ class DataStore:
         first = ["Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun"]
         last = ["Ng", "Ortiz", "Patel", "Quinn", "Rossi", "Sato", "Tan", "Ueda", "Voss", "Weber"]
         countries = ["DE", "FR", "NL", "US", "JP", "BR"]
-        customers = {}
+        customers: dict[int, dict[str, Any]] = {}
         for i in range(1, 138):
             name = f"{rng.choice(first)} {rng.choice(last)}"
             customers[i] = {
@@ -131,7 +132,7 @@ class DataStore:
                 "created_at": iso(SEED_START - timedelta(days=rng.randrange(1, 900))),
                 "updated_at": self._stamp(rng),
             }
-        products = {}
+        products: dict[int, dict[str, Any]] = {}
         for i in range(1, 43):
             products[i] = {
                 "id": i,
@@ -142,9 +143,9 @@ class DataStore:
                 "stock": rng.randrange(0, 500),
                 "updated_at": self._stamp(rng),
             }
-        orders = {}
+        orders: dict[int, dict[str, Any]] = {}
         for i in range(1, 251):
-            items = []
+            items: list[dict[str, Any]] = []
             for _ in range(rng.randrange(1, 5)):
                 product = products[rng.randrange(1, 43)]
                 items.append(
@@ -169,7 +170,7 @@ class DataStore:
         self.collections["shop.products"] = products
         self.collections["shop.orders"] = {o["id"]: o for o in orders.values()}
 
-        companies = {}
+        companies: dict[int, dict[str, Any]] = {}
         for i in range(1, 62):
             companies[i] = {
                 "id": i,
@@ -178,7 +179,7 @@ class DataStore:
                 "employees": rng.randrange(1, 5000),
                 "updatedAt": self._stamp(rng),
             }
-        contacts = {}
+        contacts: dict[int, dict[str, Any]] = {}
         for i in range(1, 174):
             contacts[i] = {
                 "id": i,
@@ -189,7 +190,7 @@ class DataStore:
                 "properties": {"lifecycle": rng.choice(["lead", "customer", "opportunity"])},
                 "updatedAt": self._stamp(rng),
             }
-        deals = {}
+        deals: dict[int, dict[str, Any]] = {}
         for i in range(1, 96):
             deals[i] = {
                 "id": i,
@@ -204,15 +205,15 @@ class DataStore:
         self.collections["crm.contacts"] = contacts
         self.collections["crm.deals"] = deals
 
-        items = {}
+        test_items: dict[int, dict[str, Any]] = {}
         for i in range(1, 254):
-            items[i] = {
+            test_items[i] = {
                 "id": i,
                 "name": f"item {i}",
                 "value": rng.randrange(0, 10_000),
                 "updated_at": self._stamp(rng),
             }
-        self.collections["test.items"] = items
+        self.collections["test.items"] = test_items
 
     @staticmethod
     def cursor_field(collection: str) -> str:
@@ -703,6 +704,13 @@ class ApiApp:
             self.tokens.clear()
 
 
+def _host_and_port(server: socketserver.BaseServer) -> tuple[str, int]:
+    """The (host, port) a TCP server listens on."""
+    address = server.server_address
+    assert isinstance(address, tuple), address
+    return str(address[0]), int(address[1])
+
+
 class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive, so a pooled client reuses connections as it would against a real API.
     protocol_version = "HTTP/1.1"
@@ -714,10 +722,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        host = (
-            self.headers.get("Host")
-            or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
-        )
+        host = self.headers.get("Host") or "{}:{}".format(*_host_and_port(self.server))
         try:
             response = self.app.handle(self.command, self.path, headers, body, host)
         except Exception as exc:  # a bug in the fake API shows as a 500, as on a real server
@@ -747,7 +752,7 @@ class ApiServer(AbstractContextManager["ApiServer"]):
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True, name="api-server")
         self._thread.start()
-        host, port = server.server_address[:2]
+        host, port = _host_and_port(server)
         self.url = f"http://{host}:{port}"
 
     # data and auth

@@ -209,14 +209,14 @@ def shift_back(value: str, lookback: str | int | float, fmt: str | None) -> str:
             "(ISO-8601 text, a date, or epoch numbers with format unix / unix_ms); "
             "give a number of cursor units instead"
         )
-    step = _number(str(lookback))
+    units = _number(str(lookback))
     number = _number(value)
-    if step is None or number is None:
+    if units is None or number is None:
         raise CursorValueError(
             f"lookback {lookback!r} is a number, but the stored cursor {value!r} is not "
             "(a time cursor takes a duration such as 2h)"
         )
-    return _minus(value, number, step)
+    return _minus(value, number, units)
 
 
 def _minus(text: str, number: Decimal, step: Decimal) -> str:
@@ -228,7 +228,8 @@ def _minus(text: str, number: Decimal, step: Decimal) -> str:
         if text.isdigit() and text.startswith("0") and whole >= 0:
             return f"{whole:0{len(text)}d}"  # zero-padded text keeps its width
         return str(whole)
-    places = -number.as_tuple().exponent if isinstance(number.as_tuple().exponent, int) else 0
+    exponent = number.as_tuple().exponent  # an int for finite numbers ('n', 'N', 'F' otherwise)
+    places = -exponent if isinstance(exponent, int) else 0
     return f"{result.quantize(Decimal(1).scaleb(-places), rounding='ROUND_FLOOR'):f}"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from synkro_dagster.errors import UserError
 from synkro_dagster.specs.models import SourceSpec
@@ -43,7 +44,7 @@ def _describe_location(raw: Any, loc: tuple[Any, ...]) -> str:
     return where or "top level"
 
 
-def _format_error(path: Path, raw: Any, error: dict[str, Any]) -> str:
+def _format_error(path: Path, raw: Any, error: ErrorDetails) -> str:
     where = _describe_location(raw, tuple(error.get("loc", ())))
     message = error.get("msg", "invalid")
     if error.get("type") == "extra_forbidden":
