@@ -76,6 +76,16 @@ FORMATS: dict[str, Any] = {
         "3,2026-01-07T08:00:00,01/03/2026,B,x\n"
     ).encode(),
 }
+TABS: dict[str, Any] = {
+    "columns": {"id": "integer", "amount": "numeric", "qty": "integer", "ok": "boolean"},
+    "files": {"encoding": "cp1252", "delimiter": "\t", "decimal": ",", "thousands": "."},
+    "content": (
+        "id\tamount\tqty\tok\tname\n"
+        "007\t1.234,50\t+5\tyes\tCafé\n"
+        '2\t-1.000.000,001\t1.000\tNo\t"tab\tinside"\n'
+        "3\t,5\t0\tY\t€\n"
+    ).encode("cp1252"),
+}
 UNTYPED: dict[str, Any] = {
     "columns": {"id": "bigint"},
     "cursor": "code",
@@ -145,8 +155,14 @@ def _both(
 
 @pytest.mark.parametrize(
     "case",
-    [ISO, RUSSIAN, FORMATS, UNTYPED],
-    ids=["utf8-iso-crlf-quoted", "cp1251-decimal-comma-dd.mm.yyyy", "bom-formats-null", "untyped"],
+    [ISO, RUSSIAN, FORMATS, TABS, UNTYPED],
+    ids=[
+        "utf8-iso-crlf-quoted",
+        "cp1251-decimal-comma-dd.mm.yyyy",
+        "bom-formats-null",
+        "cp1252-tabs-thousands-dot",
+        "untyped",
+    ],
 )
 def test_the_pass_through_lands_what_the_precise_path_lands(
     database_url: str, engine: sa.Engine, tmp_path: Path, case: dict[str, Any]
