@@ -216,7 +216,7 @@ def wait_for_backfill(
 def summary_table(rows: Sequence[PartitionRun]) -> list[str]:
     """The final table: one line per partition with its run, status and rows."""
     header = ("INTEGRATION", "STATUS", "RUN", "READ", "INSERTED", "UPDATED", "DELETED")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for row in rows:
         counts = row.rows or {}
         lines.append(
@@ -238,9 +238,9 @@ def _ensure_partitions(spec: str, ids: Sequence[str]) -> list[str]:
     """Add ids the instance does not know yet (what the registry sensor would add next tick)."""
     from dagster import DagsterInstance
 
-    from synkro_dagster.assets.factory import partitions_def_for
+    from synkro_dagster.assets.factory import partitions_name_for
 
-    name = partitions_def_for(spec).name
+    name = partitions_name_for(spec)
     with DagsterInstance.get() as instance:
         known = set(instance.get_dynamic_partitions(name))
         missing = [i for i in ids if i not in known]

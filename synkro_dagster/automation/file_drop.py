@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from synkro_dagster.assets.factory import job_name_for, partitions_def_for
+from synkro_dagster.assets.factory import job_name_for, partitions_name_for
 from synkro_dagster.automation import settings
 from synkro_dagster.connectors.files import FileDropConnector
 from synkro_dagster.connectors.files_inbox import (
@@ -184,7 +184,7 @@ def build_file_drop_sensor(
     """
     if not source.engine_entry.file_drop:
         raise ValueError(f"spec '{source.name}' is a {source.engine} spec, not a files spec")
-    partitions_name = partitions_def_for(source.name).name
+    partitions_name = partitions_name_for(source.name)
     job_name = job_name_for(source.name)
     sensor_name = file_drop_sensor_name(source.name)
 
@@ -241,7 +241,7 @@ def build_file_drop_sensor(
                 f"runs still in progress, not asked again: {', '.join(scan.in_flight)}"
             )
         known = set(context.instance.get_dynamic_partitions(partitions_name))
-        missing = sorted({r.partition_key for r in scan.requests} - known)
+        missing = sorted({r.partition_key for r in scan.requests if r.partition_key} - known)
         context.log.info(
             f"new files for {len(scan.requests)} integration(s): "
             + ", ".join(str(r.run_key) for r in scan.requests[:20])
@@ -253,7 +253,7 @@ def build_file_drop_sensor(
                 [
                     dg.AddDynamicPartitionsRequest(
                         partitions_def_name=partitions_name,
-                        partition_keys=[k for k in missing if k],
+                        partition_keys=missing,
                     )
                 ]
                 if missing

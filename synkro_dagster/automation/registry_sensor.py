@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 import dagster as dg
 
-from synkro_dagster.assets.factory import partitions_def_for
+from synkro_dagster.assets.factory import partitions_name_for
 from synkro_dagster.automation import settings
 from synkro_dagster.integrations.registry import RegistryEntry
 from synkro_dagster.integrations.resource import IntegrationsResource
@@ -33,7 +33,7 @@ def partition_requests(
             wanted[entry.spec].add(entry.id)
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     for spec in names:
-        partitions_name = partitions_def_for(spec).name
+        partitions_name = partitions_name_for(spec)
         current = set(existing(partitions_name))
         added = sorted(wanted[spec] - current)
         removed = sorted(current - wanted[spec])
@@ -83,8 +83,8 @@ def build_registry_sensor(spec_names: Iterable[str]) -> dg.SensorDefinition:
         # registry row before the partition, so a partition read here is always in the registry
         # read after it. In the other order a tick racing an add would delete the new partition.
         existing = {
-            partitions_def_for(name).name: context.instance.get_dynamic_partitions(
-                partitions_def_for(name).name
+            partitions_name_for(name): context.instance.get_dynamic_partitions(
+                partitions_name_for(name)
             )
             for name in names
         }

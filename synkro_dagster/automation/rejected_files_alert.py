@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -32,12 +32,18 @@ from synkro_dagster.integrations.registry import IntegrationRegistry
 from synkro_dagster.integrations.resource import IntegrationsResource
 from synkro_dagster.tags import INTEGRATION_TAG, SPEC_TAG, TENANT_TAG
 
+if TYPE_CHECKING:
+    from dagster._core.event_api import RunStatusChangeEventType
+
 REJECTED_FILES_SENSOR_NAME = "rejected_files_alert"
 EVENT = "synkro.files_rejected"
 # Runs looked at per tick; more wait for the next tick (the cursor keeps the place).
 RUNS_PER_TICK = 100
 MAX_FILES_PER_ALERT = 20
-_FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
+_FINISHED: tuple[RunStatusChangeEventType, ...] = (
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import dagster as dg
 
 from synkro_dagster.assets.factory import (
     DATE_DIMENSION,
-    partitions_def_for,
+    partitions_name_for,
     report_job_name_for,
     report_partition_key,
     report_partitions_def_for,
@@ -54,7 +54,7 @@ def build_report_scheduling_sensor(
 ) -> dg.SensorDefinition:
     interval = settings.interval_seconds()
     job_name = report_job_name_for(source.name, stream.name)
-    partitions_name = partitions_def_for(source.name).name
+    partitions_name = partitions_name_for(source.name)
 
     @dg.sensor(
         name=report_sensor_name(source.name, stream.name),

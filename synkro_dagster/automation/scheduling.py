@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from croniter import croniter
 
-from synkro_dagster.assets.factory import job_name_for, partitions_def_for
+from synkro_dagster.assets.factory import job_name_for, partitions_name_for
 from synkro_dagster.automation import settings
 from synkro_dagster.integrations.registry import RegistryEntry
 from synkro_dagster.integrations.resource import IntegrationsResource
@@ -87,7 +87,7 @@ def build_scheduling_sensor(
 ) -> dg.SensorDefinition:
     """The sensor that launches `sync_<spec>` for each integration whose own cron is due."""
     interval = settings.interval_seconds()
-    partitions_name = partitions_def_for(spec_name).name
+    partitions_name = partitions_name_for(spec_name)
 
     @dg.sensor(
         name=scheduling_sensor_name(spec_name),

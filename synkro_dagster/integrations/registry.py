@@ -206,7 +206,7 @@ class IntegrationRegistry:
         if spec is not None:
             query = query.where(t.c.spec == spec)
         with self._connect() as conn:
-            rows = conn.execute(query.order_by(t.c.id)).all()
+            rows = conn.execute(query.order_by(t.c.id)).tuples().all()
         return [RegistryEntry(*row) for row in rows]
 
     def entry(self, id: str) -> RegistryEntry:
@@ -216,7 +216,7 @@ class IntegrationRegistry:
             t.c.id, t.c.tenant, t.c.spec, t.c.schedule, t.c.enabled, t.c.updated_at
         ).where(t.c.id == id)
         with self._connect() as conn:
-            row = conn.execute(query).one_or_none()
+            row = conn.execute(query).tuples().one_or_none()
         if row is None:
             raise _not_found(id)
         return RegistryEntry(*row)
@@ -366,12 +366,16 @@ class IntegrationRegistry:
         t = integrations_table
         box = self.secret_box
         with self._connect() as conn, conn.begin():
-            rows = conn.execute(
-                sa.select(t.c.id, t.c.secrets)
-                .where(t.c.secrets.is_not(None))
-                .order_by(t.c.id)
-                .with_for_update()
-            ).all()
+            rows = (
+                conn.execute(
+                    sa.select(t.c.id, t.c.secrets)
+                    .where(t.c.secrets.is_not(None))
+                    .order_by(t.c.id)
+                    .with_for_update()
+                )
+                .tuples()
+                .all()
+            )
             for integration_id, token in rows:
                 conn.execute(
                     sa.update(t)
