@@ -1,6 +1,6 @@
 """Benchmarks DataLayer.load against a bare psycopg COPY and pandas to_sql, and its peak memory.
 
-    python benchmarks/datalayer_bench.py [--rows 1000000] [--to-sql-rows 100000]
+    python benchmarks/datalayer_bench.py [--rows 1000000] [--to-sql-rows 100000] [--rounds 3]
         [--server-url postgresql://postgres@127.0.0.1:5432/postgres] [--out benchmarks/results/datalayer.md]
 
 Creates a scratch database on the server, migrates it, runs every method against it and drops it.
@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -135,7 +136,9 @@ class Meter:
         return self.client + self.server
 
 
-def through_data_layer(url: str, data: Iterator[list[dict]], run: str) -> tuple[Meter, dict]:
+def through_data_layer(
+    url: str, data: Iterator[list[dict]], run: str, table: str = TARGET.table
+) -> tuple[Meter, dict]:
     layer = DataLayer(database_url=url)
     with layer.get_engine().connect() as conn:  # open the pooled connection before measuring
         conn.exec_driver_sql("select 1")
@@ -143,13 +146,16 @@ def through_data_layer(url: str, data: Iterator[list[dict]], run: str) -> tuple[
     # straight into the empty table).
     with Meter(url) as meter:
         stats = layer.load(
-            TARGET, lambda start: StreamRead(parts=iter([BatchesPart(data)])), context(run)
+            replace(TARGET, table=table),
+            lambda start: StreamRead(parts=iter([BatchesPart(data)])),
+            context(run),
         )
     return meter, stats.as_metadata()
 
 
 def bare_copy(url: str, data: list[list[dict]]) -> Meter:
     with psycopg.connect(libpq_url(url)) as conn:
+        conn.execute("drop table if exists bench_copy")
         conn.execute(COPY_DDL)
         conn.commit()
         meter = Meter(url).__enter__()
@@ -198,7 +204,7 @@ def rss_child(url: str, rows: int) -> None:
     table = f"bench_rss_{rows}"
     target = TableTarget(schema="public", table=table, primary_key=["id"], write_mode="merge")
     DataLayer(database_url=url).load(
-        target, StreamRead(parts=iter([BatchesPart(batches(rows))])), context("rss")
+        target, lambda start: StreamRead(parts=iter([BatchesPart(batches(rows))])), context("rss")
     )
     print(json.dumps({"rows": rows, "peak_rss_bytes": peak_rss_of_this_process()}))
 
@@ -211,6 +217,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--to-sql-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved bare COPY / merge-into-empty rounds"
+    )
     parser.add_argument(
         "--server-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
@@ -246,13 +255,18 @@ def main() -> None:
                 flush=True,
             )
 
-        print("bare COPY ...", flush=True)
-        copy = bare_copy(url, data)
-        show(copy)
-
-        print("DataLayer.load merge into empty table ...", flush=True)
-        empty, empty_stats = through_data_layer(url, iter(data), "empty")
-        show(empty, empty_stats)
+        # Interleaved rounds (the machine is shared): the round with the median wall time of each.
+        copies, empties = [], []
+        for round_ in range(args.rounds):
+            print(f"bare COPY (round {round_ + 1}) ...", flush=True)
+            copies.append(bare_copy(url, data))
+            show(copies[-1])
+            print(f"DataLayer.load merge into empty table (round {round_ + 1}) ...", flush=True)
+            table = TARGET.table if round_ == args.rounds - 1 else f"{TARGET.table}_{round_}"
+            empties.append(through_data_layer(url, iter(data), f"empty{round_}", table))
+            show(*empties[-1])
+        copy = sorted(copies, key=lambda m: m.wall)[len(copies) // 2]
+        empty, empty_stats = sorted(empties, key=lambda m: m[0].wall)[len(empties) // 2]
 
         # Every record changes (untimed), so the second merge really updates every row; identical
         # records would be left alone by the merge.
@@ -309,7 +323,7 @@ def main() -> None:
 - Machine: {machine()}
 - PostgreSQL {pg_version} on 127.0.0.1 (same machine); Python {platform.python_version()},
   psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), SQLAlchemy {sa.__version__}
-- Command: `python benchmarks/datalayer_bench.py --rows {args.rows} --to-sql-rows {args.to_sql_rows}`
+- Command: `python benchmarks/datalayer_bench.py --rows {args.rows} --to-sql-rows {args.to_sql_rows} --rounds {args.rounds}`
 - Run at: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average (1 min) at start / end:
   {load_start:.1f} / {os.getloadavg()[0]:.1f}. The machine was shared with other work, so wall-clock
   rates move with its load; CPU seconds (this process + the PostgreSQL backends, read from
@@ -321,6 +335,11 @@ def main() -> None:
 | method | rows | wall s | rows/s (wall) | client CPU s | server CPU s | rows/s (CPU) |
 |---|---:|---:|---:|---:|---:|---:|
 {table}
+
+Bare COPY and merge into an empty table ran in {args.rounds} interleaved rounds; the table shows
+each one's round of median wall time. Wall seconds of every round: bare COPY
+{", ".join(f"{m.wall:.2f}" for m in copies)}; merge into empty
+{", ".join(f"{m.wall:.2f}" for m, _ in empties)}.
 
 `DataLayer.load` includes everything a sync does: per-batch type inference, table creation with
 its primary key and row-level security, the rows COPYed in, the cursor computed by PostgreSQL and
