@@ -31,8 +31,8 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 
 | what | target | measured | |
 |---|---|---|---|
-| data layer: merge 1M rows into an empty table ÷ bare psycopg COPY | ≥ 0.5× | quiet machine 0.44× wall, 0.64× CPU; under load 0.53× wall, 0.63× CPU | met by CPU, **missed** by wall on the quiet run |
-| data layer: merge into empty ÷ pandas `to_sql` | ≥ 4× | quiet machine 6.1× wall, 7.6× CPU; under load 2.6× wall, 3.1× CPU | met on the quiet run, **missed** under load |
+| data layer: merge 1M rows into an empty table ÷ bare psycopg COPY | ≥ 0.6× | 0.76× wall, 0.70× CPU with the direct load (medians of 3 interleaved rounds, load average 4.2–7.8); before (staging + merge): 0.44× wall, 0.64× CPU on a quiet machine | met |
+| data layer: merge into empty ÷ pandas `to_sql` | ≥ 4× | 3.6× wall, 4.3× CPU (same run, load average 4.2–7.8); quiet machine before: 6.1× wall, 7.6× CPU | met by CPU, **missed** by wall under load |
 | data layer: peak RSS 1M rows ÷ 100k rows | ≤ 1.3× | 1.00× | met |
 | HTTP: `HttpConnector` ÷ bare `httpx.Client` loop (200 pages × 500) | ≥ 0.8× | 1.03× quiet (median of 5 rounds); 0.95× under load | met |
 | HTTP → PostgreSQL through `dg.materialize`: 100k records | (reported) | 20,000 records/s end to end, run overhead included | |
@@ -73,8 +73,17 @@ and no value needs converting; MySQL/MariaDB sources are read by `connectorx` in
 casts only where the staging type differs from the target's. Tests prove each fast path and its
 records fallback land identical rows (md5 of the ordered rows, same types, same cursor):
 `test_sql_fast.py`, `test_datalayer_typed.py`, `test_files_copy.py`. The peers section below is
-the first measurement. Files do not load straight into an empty target yet (each is staged and
-merged under its own savepoint), and the fixed cost of a CLI run is not done yet. The
+the first measurement.
+
+A first load into an empty target (a new table, or a shared table without rows of this
+integration) no longer writes twice: `datalayer/direct.py` COPYs the rows straight into the target
+in the load's transaction, with no staging table, merge or casts, wherever that provably lands what
+staging + merge land (`merge` streams without markers, sweeps or report periods, non-file parts,
+no sized declared types); a later changed type, repeated key or rejected value rolls it back and
+reads the stream again through staging (`test_datalayer_direct.py` compares both paths: md5 of the
+rows, column types, NOT NULLs, defaults, key, cursor, sync state). Files do not load straight into
+an empty target yet (each is staged and merged under its own savepoint), and the fixed cost of a
+CLI run is not done yet. The
 definitions-load miss is Dagster's own import time on this machine; Synkro's part (specs →
 assets) is a fraction of it.
 """
