@@ -41,7 +41,7 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 200k rows × 10 columns, medians of 2 interleaved rounds, load average 32–46); before: 0.12× (records) | met |
 | SQL (MariaDB source) → PostgreSQL ÷ dlt `sql_database(backend="pyarrow")` | ≥ 2× | 5.25× (same run) | met |
 | SQL: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
-| files: 1M-row CSV through the file engine ÷ bare `psql \\copy` of the file | ≥ 0.4× | 0.45× with the CSV pass-through (medians of 3 interleaved rounds, load average 4.5–4.9); 0.34× in a run under more load (6.6–7.7); precise path 0.11–0.22× in the same runs (was 0.17× quiet) | met in the run of record, **missed** under more load |
+| files: 1M-row CSV through the file engine ÷ bare `psql \\copy` of the file | ≥ 0.4× | 0.43× with the CSV pass-through (medians of 3 interleaved rounds, 0.41–0.49× per round, load average 6.3–7.8); 0.45× and 0.34× in two earlier runs; precise path 0.08–0.22× in the same runs (was 0.17× quiet) | met (in two of three runs) |
 | files: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
 | definitions load, 50 specs (fresh process) | about 1 s | 2.8 s in all: imports 2.4 s, specs → Definitions → resolved 0.35 s (3 ms a spec) | Synkro's part met |
 | definitions load, 2,000 integrations (fresh process) | < 2 s | 3.7 s, of which `import dagster` 2.0 s | **missed** |
