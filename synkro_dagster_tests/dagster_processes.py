@@ -1,6 +1,7 @@
-"""What the tests that run real processes share: free local ports, polling with a named timeout, a
-local alert webhook, fresh PostgreSQL databases for a Dagster instance and the data layer, and
-dagster-webserver + dagster-daemon started, waited for and stopped as process groups."""
+"""What the tests that run real processes share: free local ports, polling with a named timeout,
+an asset's partition keys through GraphQL, a local alert webhook, fresh PostgreSQL databases for a
+Dagster instance and the data layer, and dagster-webserver + dagster-daemon started, waited for and
+stopped as process groups."""
 
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float =
             return last
         time.sleep(every)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def partition_keys(graphql: Callable[[str, dict], dict], asset_path: list[str]) -> list[str]:
+    """The asset's partition keys, sorted, asked through a GraphQL endpoint (`graphql(query,
+    variables)` returns the response's data)."""
+    data = graphql(
+        """
+        query Keys($key: AssetKeyInput!) {
+          assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } }
+        }
+        """,
+        {"key": {"path": asset_path}},
+    )
+    return sorted(data["assetNodeOrError"].get("partitionKeys") or [])
 
 
 class WebhookReceiver:

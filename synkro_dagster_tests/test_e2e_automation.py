@@ -31,6 +31,7 @@ from synkro_dagster_tests.dagster_processes import (
     free_port,
     instance_and_data_layer_on_postgres,
     log_tail,
+    partition_keys,
     wait_for,
     webserver_and_daemon,
 )
@@ -230,18 +231,6 @@ def _register_integrations(stack: Stack) -> None:
     )
 
 
-def _partition_keys(stack: Stack, asset_path: list[str]) -> list[str]:
-    data = stack.graphql(
-        """
-        query Keys($key: AssetKeyInput!) {
-          assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } }
-        }
-        """,
-        {"key": {"path": asset_path}},
-    )
-    return sorted(data["assetNodeOrError"].get("partitionKeys") or [])
-
-
 def _finished(stack: Stack, tags: dict[str, str]) -> list[dict]:
     return [r for r in stack.runs(tags) if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
 
@@ -287,9 +276,9 @@ def test_schedules_alerts_and_backfills_through_the_daemon(stack: Stack):
     wait_for(
         "the registry sensor to add the shop and crm partitions",
         lambda: (
-            _partition_keys(stack, ["shop", "orders"])
+            partition_keys(stack.graphql, ["shop", "orders"])
             == ["acme-shop", "manual-shop", "paused-shop"]
-            and _partition_keys(stack, ["crm", "contacts"]) == ["acme-crm", "broken-crm"]
+            and partition_keys(stack.graphql, ["crm", "contacts"]) == ["acme-crm", "broken-crm"]
         ),
         timeout=60,
     )

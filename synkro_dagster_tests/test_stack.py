@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from synkro_dagster_tests.dagster_processes import free_port, wait_for
+from synkro_dagster_tests.dagster_processes import free_port, partition_keys, wait_for
 
 # The first test's limit covers building the images from scratch (debootstrap included).
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1800)]
@@ -477,18 +477,6 @@ def _finished(stack: Stack, run_id: str, timeout: float = 300) -> dict:
     return wait_for(f"run {run_id} to finish", done, timeout=timeout, every=3)
 
 
-def _partition_keys(stack: Stack, asset_path: list[str]) -> list[str]:
-    data = stack.graphql(
-        """
-        query Keys($key: AssetKeyInput!) {
-          assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } }
-        }
-        """,
-        {"key": {"path": asset_path}},
-    )
-    return sorted(data["assetNodeOrError"].get("partitionKeys") or [])
-
-
 def _api_total(stack: Stack, collection: str) -> int:
     """What the demo API itself reports for a collection (X-Total-Count), asked inside its container."""
     program = (
@@ -643,7 +631,7 @@ def test_an_integration_registered_with_the_cli_syncs_in_a_run_container(stack: 
     # The registry sensor (in the code server) turns the rows into partitions.
     wait_for(
         "the registry sensor to add the partitions",
-        lambda: _partition_keys(stack, ["shop", "orders"]) == ["broken-shop", "demo-shop"],
+        lambda: partition_keys(stack.graphql, ["shop", "orders"]) == ["broken-shop", "demo-shop"],
         timeout=180,
         every=3,
     )

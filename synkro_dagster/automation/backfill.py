@@ -249,6 +249,10 @@ def _ensure_partitions(spec: str, ids: Sequence[str]) -> list[str]:
     return missing
 
 
+# A day on the command line: YYYY-MM-DD.
+DAY = click.DateTime(formats=["%Y-%m-%d"])
+
+
 @click.command("backfill")
 @click.argument("spec")
 @click.option(
@@ -293,16 +297,11 @@ def _ensure_partitions(spec: str, ids: Sequence[str]) -> list[str]:
 @click.option(
     "--from",
     "date_from",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
+    type=DAY,
     help="Report streams: first day to load (YYYY-MM-DD); with --to.",
 )
 @click.option(
-    "--to",
-    "date_to",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    help="Report streams: last day to load (YYYY-MM-DD), inclusive.",
+    "--to", "date_to", type=DAY, help="Report streams: last day to load (YYYY-MM-DD), inclusive."
 )
 @click.option(
     "--stream",

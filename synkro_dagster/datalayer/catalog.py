@@ -15,7 +15,7 @@ from psycopg import sql
 
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
 from synkro_dagster.datalayer.load import TableTarget
-from synkro_dagster.datalayer.schema import table_columns
+from synkro_dagster.datalayer.schema import primary_key_columns, table_columns
 
 # Why each column Synkro adds is there; shown beside the stream's own columns.
 SYSTEM_DESCRIPTIONS = {
@@ -65,7 +65,7 @@ def read_table_catalog(engine: sa.Engine, target: TableTarget, integration_id: s
         rows = table_columns(conn, schema, table)
         if not rows:
             raise LookupError(f"table {schema}.{table} does not exist")
-        unique = set(_primary_key_columns(conn, schema, table))
+        unique = set(primary_key_columns(conn, schema, table))
         raw = conn.connection.driver_connection
         assert raw is not None
         with raw.cursor() as cur:
@@ -92,17 +92,3 @@ def read_table_catalog(engine: sa.Engine, target: TableTarget, integration_id: s
         for column in rows
     ]
     return TableCatalog(dg.TableSchema(columns=columns), int(found[0]) if found else 0)
-
-
-def _primary_key_columns(conn: sa.Connection, schema: str, table: str) -> list[str]:
-    rows = conn.execute(
-        sa.text(
-            "select a.attname from pg_index i"
-            " join pg_class c on c.oid = i.indrelid"
-            " join pg_namespace n on n.oid = c.relnamespace"
-            " join pg_attribute a on a.attrelid = c.oid and a.attnum = any(i.indkey)"
-            " where n.nspname = :schema and c.relname = :table and i.indisprimary"
-        ),
-        {"schema": schema, "table": table},
-    )
-    return list(rows.scalars())

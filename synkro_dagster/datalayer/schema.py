@@ -331,6 +331,21 @@ def table_columns(conn: sa.Connection, schema: str, table: str) -> list[ColumnIn
     ]
 
 
+def primary_key_columns(conn: sa.Connection, schema: str, table: str) -> list[str]:
+    """The primary key columns of `schema.table` (empty if it has none or does not exist)."""
+    rows = conn.execute(
+        sa.text(
+            "select a.attname from pg_index i"
+            " join pg_class c on c.oid = i.indrelid"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " join pg_attribute a on a.attrelid = c.oid and a.attnum = any(i.indkey)"
+            " where n.nspname = :schema and c.relname = :table and i.indisprimary"
+        ),
+        {"schema": schema, "table": table},
+    )
+    return list(rows.scalars())
+
+
 def existing_columns(conn: sa.Connection, schema: str, table: str) -> dict[str, str] | None:
     """{column: canonical type} of `schema.table`, or None if it does not exist."""
     columns = table_columns(conn, schema, table)
