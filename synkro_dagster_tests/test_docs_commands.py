@@ -114,7 +114,6 @@ def local_instance_on_postgres(storage_url: str) -> str:
     for key in ("storage", "local_artifact_storage", "compute_logs"):
         config.pop(key, None)
     config["storage"] = {"postgres": {"postgres_url": storage_url}}
-    config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
     return yaml.safe_dump(config, sort_keys=False)
 
 

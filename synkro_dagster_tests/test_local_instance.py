@@ -43,6 +43,9 @@ def test_root_dagster_yaml_is_local_and_queues_like_production() -> None:
         ("synkro/integration", 1),
         ("synkro/spec", 3),
     }
+    # A queued run is picked up within a second, locally as in production.
+    assert local["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
+    assert production["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
 
 
 def test_every_way_of_loading_names_the_location_synkro() -> None:
