@@ -3,7 +3,8 @@
 It is `dagster job backfill -j sync_<spec> --partitions <ids> --noprompt` with the partition list
 taken from the registry (by integration id and/or tenant), so the backfill is recorded in the
 Dagster instance (the UI's Runs → Backfills page) and its runs go through the run queue the daemon
-drains, exactly as when the Dagster command is typed by hand.
+drains, exactly as when the Dagster command is typed by hand. It is submitted from this process
+(see submit_backfill): Dagster's command would start a code server process for the location first.
 
 Dagster marks a job backfill complete once its runs are *submitted*, whatever they then do; so
 `--wait` follows the runs themselves and reports the backfill failed when any run failed.
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,6 @@ from synkro_dagster.tags import ALLOW_MASS_DELETE_TAG, FULL_REFRESH_TAG
 
 # `-m synkro` names the code location `synkro`, like workspace.yaml and pyproject.toml do.
 DEFAULT_MODULE = "synkro"
-_LAUNCHED = re.compile(r"Launched backfill job `([^`]+)`")
 BACKFILL_TAG = "dagster/backfill"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 ROW_METRICS = ("rows_read", "rows_inserted", "rows_updated", "rows_deleted")
@@ -116,6 +114,86 @@ def code_location_args(module: str | None, workspace: str | None) -> list[str]:
     return ["-m", DEFAULT_MODULE]
 
 
+def submit_backfill(args: Sequence[str]) -> str:
+    """Submit the backfill that `args` (a dagster_backfill_args command) describes; its id.
+
+    The same steps as `dagster job backfill` (a backfill recorded in the instance, one queued run
+    per partition, the backfill marked submitted), taken in this process with the code location
+    loaded in process where Dagster allows it (one location, this Python), as `dagster
+    definitions validate` loads it. Dagster's command always starts a code server process for
+    the location and waits for it: 3 to 10 s of the fixed cost of a backfill (docs/performance.md).
+    A workspace of gRPC servers (-w, production) is still reached through them.
+    """
+    from dagster import DagsterInstance, __version__
+    from dagster._cli.job import job_backfill_command
+    from dagster._cli.workspace.cli_target import (
+        RepositoryOpts,
+        WorkspaceOpts,
+        get_code_location_from_workspace,
+        get_remote_job_from_remote_repo,
+        get_remote_repository_from_code_location,
+        workspace_opts_to_load_target,
+    )
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+    from dagster._core.execution.job_backfill import submit_backfill_runs
+    from dagster._core.utils import make_new_backfill_id
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._time import get_current_timestamp
+
+    # Dagster's own option parsing of the command (and of DAGSTER_MODULE_NAME & co.), not run.
+    with job_backfill_command.make_context("backfill", list(args[5:])) as ctx:
+        params = dict(ctx.params)
+    if params.get("workspace"):
+        # An explicit workspace must not clash with the location DAGSTER_MODULE_NAME names.
+        params["module_name"] = None
+    target = workspace_opts_to_load_target(
+        WorkspaceOpts.extract_from_cli_options(params), allow_in_process=True
+    )
+    where = RepositoryOpts.extract_from_cli_options(params)
+    partitions = [p for p in params["partitions"].split(",") if p]
+    with (
+        DagsterInstance.get() as instance,
+        WorkspaceProcessContext(
+            instance, version=__version__, read_only=False, workspace_load_target=target
+        ) as process,
+    ):
+        workspace = process.create_request_context()
+        location = get_code_location_from_workspace(workspace, where.location)
+        repository = get_remote_repository_from_code_location(location, where.repository)
+        job = get_remote_job_from_remote_repo(repository, params["job_name"])
+        partition_set = next(
+            (ps for ps in repository.get_partition_sets() if ps.job_name == job.name), None
+        )
+        if partition_set is None:
+            raise click.UsageError(f"job {job.name} is not partitioned")
+        backfill = PartitionBackfill(
+            backfill_id=make_new_backfill_id(),
+            partition_set_origin=partition_set.get_remote_origin(),
+            status=BulkActionStatus.REQUESTED,
+            partition_names=partitions,
+            from_failure=False,
+            reexecution_steps=None,
+            tags=json.loads(params["tags"]) if params["tags"] else {},
+            backfill_timestamp=get_current_timestamp(),
+        )
+        try:
+            for _ in submit_backfill_runs(instance, lambda: workspace, backfill, partitions):
+                pass
+        except Exception as exc:
+            instance.add_backfill(
+                backfill.with_status(BulkActionStatus.FAILED).with_end_timestamp(
+                    get_current_timestamp()
+                )
+            )
+            raise click.ClickException(f"backfill of {job.name} failed: {exc}") from exc
+        instance.add_backfill(
+            backfill.with_status(BulkActionStatus.COMPLETED).with_end_timestamp(
+                get_current_timestamp()
+            )
+        )
+    return backfill.backfill_id
+
+
 def shell_command(args: Sequence[str]) -> str:
     """The command as one would type it: `dagster …`, every argument shell-quoted."""
     return shlex.join(["dagster", *args[3:]])
@@ -172,7 +250,7 @@ def wait_for_backfill(
     partitions: Sequence[str],
     *,
     timeout: float,
-    poll: float = 2.0,
+    poll: float = 0.5,
     echo: Callable[[str], None] = click.echo,
 ) -> list[PartitionRun]:
     """Follow the backfill's runs until each partition's run finished; print every change."""
@@ -397,18 +475,7 @@ def backfill(
     added = _ensure_partitions(spec, ids)
     if added:
         click.echo(f"added partition(s) not yet synced from the registry: {', '.join(added)}")
-    env = dict(os.environ)
-    if workspace or module:
-        # An explicit location must not clash with the one DAGSTER_MODULE_NAME names.
-        env.pop("DAGSTER_MODULE_NAME", None)
-    result = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
-    output = (result.stdout + result.stderr).strip()
-    if result.returncode != 0:
-        raise click.ClickException(f"dagster job backfill failed:\n{output}")
-    match = _LAUNCHED.search(output)
-    if not match:
-        raise click.ClickException(f"dagster job backfill did not report a backfill:\n{output}")
-    backfill_id = match.group(1)
+    backfill_id = submit_backfill(args)
     click.echo(f"backfill {backfill_id} submitted; its runs are queued for the daemon")
     click.echo(f"follow it at {ui_url()}/runs/b/{backfill_id}")
     if not wait:
@@ -505,12 +572,6 @@ def _submit_all(spec: str, ids: Sequence[str], commands: list[list[str]]) -> Non
     if added:
         click.echo(f"added partition(s) not yet synced from the registry: {', '.join(added)}")
     for args in commands:
-        result = subprocess.run(args, capture_output=True, text=True, check=False)
-        output = (result.stdout + result.stderr).strip()
-        if result.returncode != 0:
-            raise click.ClickException(f"dagster job backfill failed:\n{output}")
-        match = _LAUNCHED.search(output)
-        if not match:
-            raise click.ClickException(f"dagster job backfill did not report a backfill:\n{output}")
-        click.echo(f"backfill {match.group(1)} submitted ({args[args.index('-j') + 1]})")
-        click.echo(f"follow it at {ui_url()}/runs/b/{match.group(1)}")
+        backfill_id = submit_backfill(args)
+        click.echo(f"backfill {backfill_id} submitted ({args[args.index('-j') + 1]})")
+        click.echo(f"follow it at {ui_url()}/runs/b/{backfill_id}")
