@@ -3,6 +3,13 @@ run through `dg.materialize` on a partition exactly as a run of sync_<spec> does
 
 Run: python benchmarks/materialize_bench.py [--records 100000] [--page-size 500]
          [--out benchmarks/results/materialize.md]
+     python benchmarks/materialize_bench.py --cli [--rounds 5] [--out benchmarks/results/cli_run.md]
+
+`--cli` measures instead the fixed cost of a run launched from the command line, on the local
+instance (the root dagster.yaml, its storage in a scratch folder) with a real `dagster-daemon`:
+`dagster asset materialize` (in process) and `synkro backfill --wait` (queued, launched by the
+daemon in its own run worker), an incremental sync of the demo shop (nothing new to land), split
+into phases by the run's event log. See cli_fixed_cost().
 
 Each size runs in a fresh subprocess (its own scratch database and Dagster instance) so its peak
 RSS (VmHWM) is its own. The API server runs in another process. Reported: records/s of the whole
@@ -94,6 +101,227 @@ def child(api_url: str, records: int, page_size: int) -> dict:
     }
 
 
+# ---------------------------------------------------------------- fixed cost of a CLI-launched run
+
+# Modules a definitions load must not import: each costs tens to hundreds of milliseconds and is
+# needed only inside a run that reads that kind of source (the test in test_definitions.py holds
+# the same list).
+HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "openpyxl", "connectorx", "pymssql", "pgpq")
+
+IMPORTS_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+import dagster
+t1 = time.perf_counter()
+import synkro
+t2 = time.perf_counter()
+synkro.defs.get_repository_def()
+t3 = time.perf_counter()
+print(json.dumps({"dagster": t1 - t0, "synkro": t2 - t1, "resolve": t3 - t2,
+                  "modules": sorted(m for m in sys.modules if "." not in m)}))
+"""
+
+
+def _local_instance_home(home: Path) -> None:
+    """The root dagster.yaml (queue, launcher, storage kind) with its storage moved to `home`."""
+    text = (ROOT / "dagster.yaml").read_text(encoding="utf-8")
+    (home / "dagster.yaml").write_text(
+        text.replace("temp/dagster_home", str(home / "storage")), encoding="utf-8"
+    )
+
+
+def _timed(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(start epoch, wall seconds, output) of one command run from the repository root."""
+    import subprocess
+
+    started_at, started = time.time(), time.perf_counter()
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    return started_at, seconds, done.stdout
+
+
+def _run_phases(instance, run_id: str) -> dict[str, float]:
+    """Epoch seconds of the run's milestones from its event log."""
+    import dagster as dg
+
+    record = instance.get_run_record_by_id(run_id)
+    moments = {"created": record.create_timestamp.timestamp()}
+    names = {
+        dg.DagsterEventType.RUN_ENQUEUED: "enqueued",
+        dg.DagsterEventType.RUN_STARTING: "starting",
+        dg.DagsterEventType.RUN_START: "started",
+        dg.DagsterEventType.STEP_START: "step",
+        dg.DagsterEventType.RUN_SUCCESS: "success",
+    }
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is not None and event.event_type in names:
+            moments.setdefault(names[event.event_type], entry.timestamp)
+    return moments
+
+
+def cli_fixed_cost(rounds: int) -> dict:
+    import signal
+    import statistics
+    import subprocess
+
+    import dagster as dg
+
+    from synkro_dagster.demo.api_server import Credentials
+
+    bin_dir = Path(sys.executable).parent
+    home = Path(tempfile.mkdtemp(prefix="synkro-bench-cli-"))
+    _local_instance_home(home)
+    # One import measurement per round, in a fresh interpreter as a code server or run worker.
+    imports = []
+    for _ in range(rounds):
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORTS_CHILD],
+            cwd=ROOT,
+            env={**os.environ, "SYNKRO_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        imports.append(json.loads(out.strip().splitlines()[-1]))
+
+    from http_bench import start_server
+
+    server, api_url = start_server(1_000)
+    rows: list[dict] = []
+    try:
+        with scratch_database(SERVER_URL) as url:
+            env = {
+                **os.environ,
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "DAGSTER_HOME": str(home),
+                "SYNKRO_DATABASE_URL": url,
+                "INTEGRATION_SECRET_KEY": "x4r1cQ1Mv0b8m0cB1U2GkH0d6sZ0QbLw7j8kGmXo4Zs=",
+                "BENCH_SHOP_TOKEN": Credentials().bearer_token,
+                # No sensor ticks in the daemon while runs are timed.
+                "SYNKRO_AUTOMATION_DEFAULT_STATUS": "stopped",
+            }
+            # As `. .venv/bin/activate` sets it for commands without a workspace (docs/operations.md).
+            env["DAGSTER_MODULE_NAME"] = "synkro"
+            _timed([str(bin_dir / "synkro"), "db", "migrate"], env)
+            _timed(
+                [str(bin_dir / "synkro"), "integrations", "add", "bench-shop", "--spec", "shop",
+                 "--tenant", "bench", "--config", f"base_url={api_url}",
+                 "--secret", "api_token=@env:BENCH_SHOP_TOKEN"],
+                env,
+            )  # fmt: skip
+            daemon = subprocess.Popen(
+                [str(bin_dir / "dagster-daemon"), "run"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            materialize = [
+                str(bin_dir / "dagster"), "asset", "materialize",
+                "--select", "group:shop and not key:shop/daily_sales", "--partition", "bench-shop",
+            ]  # fmt: skip
+            backfill = [str(bin_dir / "synkro"), "backfill", "shop", "-i", "bench-shop", "--wait"]
+            try:
+                _timed(backfill, env)  # the first load, and the daemon's code server warm
+                with dg.DagsterInstance.from_config(str(home)) as instance:
+                    for _ in range(rounds):
+                        _, materialize_s, _ = _timed(materialize, env)
+                        started_at, backfill_s, _ = _timed(backfill, env)
+                        [run] = instance.get_runs(limit=1)
+                        m = _run_phases(instance, run.run_id)
+                        rows.append(
+                            {
+                                "materialize": materialize_s,
+                                "backfill": backfill_s,
+                                "submit": m["enqueued"] - started_at,
+                                "queue": m["starting"] - m["enqueued"],
+                                "worker": m["started"] - m["starting"],
+                                "sync": m["success"] - m["started"],
+                                "notice": started_at + backfill_s - m["success"],
+                            }
+                        )
+            finally:
+                os.killpg(daemon.pid, signal.SIGTERM)
+                daemon.wait(timeout=60)
+    finally:
+        server.kill()
+
+    def med(key: str, of: list[dict]) -> float:
+        return statistics.median(r[key] for r in of)
+
+    return {
+        "rounds": rows,
+        "median": {key: med(key, rows) for key in rows[0]},
+        "imports": {key: med(key, imports) for key in ("dagster", "synkro", "resolve")},
+        "heavy": sorted(set(HEAVY_MODULES) & set(imports[0]["modules"])),
+        "load": os.getloadavg(),
+    }
+
+
+CLI_PHASES = (
+    ("backfill", "`synkro backfill shop -i <id> --wait`, end to end"),
+    ("submit", "… command start → run queued (CLI start, `dagster job backfill`)"),
+    ("queue", "… queued → launched by the daemon's run queue"),
+    ("worker", "… launched → run worker started (process, imports, definitions, instance)"),
+    ("sync", "… run started → success (the sync: 6 streams, resources, events)"),
+    ("notice", "… run success → command exits (polling, summary)"),
+    ("materialize", "`dagster asset materialize` (one process, no queue), end to end"),
+)
+
+
+def cli_main(args: argparse.Namespace) -> None:
+    result = cli_fixed_cost(args.rounds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    before = json.loads(Path(args.before).read_text(encoding="utf-8")) if args.before else None
+    med, imports = result["median"], result["imports"]
+    head = (
+        "| phase | before s | now s |\\n|---|---:|---:|" if before else "| phase | s |\\n|---|---:|"
+    )
+
+    def row(label: str, now: float, then: float | None) -> str:
+        return f"| {label} | {then:.2f} | {now:.2f} |" if before else f"| {label} | {now:.2f} |"
+
+    rows = [
+        row(label, med[key], before["median"][key] if before else None) for key, label in CLI_PHASES
+    ]
+    for key, label in (
+        ("dagster", "fresh process: `import dagster`"),
+        ("synkro", "fresh process: `import synkro` after it (specs → Definitions)"),
+        ("resolve", "fresh process: resolve the repository"),
+    ):
+        rows.append(row(label, imports[key], before["imports"][key] if before else None))
+    rounds = "; ".join(f"{r['backfill']:.1f} / {r['materialize']:.1f}" for r in result["rounds"])
+    load = ", ".join(f"{x:.1f}" for x in result["load"])
+    heavy = ", ".join(result["heavy"]) or "none"
+    text = f"""# Fixed cost of a CLI-launched run
+
+Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.platform()}, Python
+{platform.python_version()}, {os.cpu_count()} CPU(s), load average at the end {load}.
+Command: `python benchmarks/materialize_bench.py --cli --rounds {args.rounds}`.
+
+The local instance (the root `dagster.yaml`: SQLite storage, the run queue, runs in local
+processes) in a scratch folder, with a real `dagster-daemon`; the data layer in a scratch database
+on the local PostgreSQL; the demo shop API in its own process. After a first full load, each round
+runs an incremental sync of one integration of the shipped `shop` spec (6 streams, nothing new to
+land) twice, one way after the other; medians of {args.rounds} rounds. The phases come from the
+run's event log (`RUN_ENQUEUED`, `RUN_STARTING`, `RUN_START`, `RUN_SUCCESS`).
+Rounds (backfill / materialize, s): {rounds}.
+
+{head}
+{chr(10).join(rows)}
+
+Modules among {", ".join(HEAVY_MODULES)} that a definitions load imports: {heavy}.
+"""
+    out = Path(args.out or ROOT / "benchmarks/results/cli_run.md")
+    out.write_text(text, encoding="utf-8")
+    print(text)
+
+
 def _run_child(api_url: str, records: int, page_size: int) -> dict:
     return run_child(
         __file__, "--child", api_url, "--records", str(records), "--page-size", str(page_size)
@@ -104,12 +332,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--page-size", type=int, default=500)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/materialize.md"))
+    parser.add_argument("--out", default=None)
     parser.add_argument("--child", metavar="API_URL")
+    parser.add_argument("--cli", action="store_true", help="the fixed cost of a CLI-launched run")
+    parser.add_argument("--rounds", type=int, default=5, help="with --cli: rounds (medians)")
+    parser.add_argument("--json", help="with --cli: also write the raw numbers here")
+    parser.add_argument("--before", help="with --cli: a --json file of an earlier run to compare")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.records, args.page_size)))
         return
+    if args.cli:
+        cli_main(args)
+        return
+    args.out = args.out or str(ROOT / "benchmarks/results/materialize.md")
 
     from http_bench import start_server
 

@@ -1,7 +1,9 @@
-"""Peers benchmark: MariaDB -> PostgreSQL by Synkro, bare pipes, dlt and pandas, interleaved.
+"""Peers benchmark: MariaDB / HTTP -> PostgreSQL by Synkro, bare pipes, dlt and pandas, interleaved.
 
 Run (from the repository root, after `bash benchmarks/peers_venv.sh` built temp/bench-venv):
     python benchmarks/peers_bench.py --rows 200000 --rounds 3 --out benchmarks/results/peers.md
+    python benchmarks/peers_bench.py --source http --rows 200000 --rounds 3 \
+        --out benchmarks/results/peers_http.md
 
 Every method moves the same MariaDB table (10 columns: bigint key, int, varchar, int,
 decimal(12,2), varchar, nullable varchar, datetime, datetime(6), decimal(18,6)) into a new table in a
@@ -19,6 +21,12 @@ The methods run interleaved, round after round, each in a fresh process; the sec
 child's own timing of the load (interpreter start and imports excluded for every Python method),
 the bare pipe's is the pipe's wall time. Results are medians; ratios are medians of one run's
 rows/s. pandas runs on at most `--pandas-rows` rows (it is slow) and its rate is extrapolated.
+
+`--source http`: the same paginated JSON (the demo API's benchmark collection: 6 fields a record,
+pages of 1,000 by page number, its own process, pages served pre-encoded after a warm-up pass)
+landed in a new PostgreSQL table merged by primary key, by Synkro in process (HttpConnector +
+DataLayer.load, no Dagster run around it) and by dlt's `rest_api` source (merge on the same key,
+and dlt's default append).
 """
 
 from __future__ import annotations
@@ -216,12 +224,131 @@ def child_pandas(rows: int, dest: str, table: str, limit: int) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
+# --- HTTP -> PostgreSQL ---------------------------------------------------------------------------
+
+HTTP_PAGE_SIZE = 1000
+
+
+def start_http_source(rows: int) -> tuple[subprocess.Popen[str], str]:
+    """The demo API in its own process, serving `rows` benchmark records; (process, base URL)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synkro_dagster.demo.api_server", "--port", "0"]
+        + ["--bench-records", str(rows)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    if not url.startswith("http://"):
+        process.kill()
+        raise RuntimeError(f"the API server did not start: {url!r}")
+    # One pass over every page, so each method is then served the same pre-encoded bodies.
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for page in range(1, -(-rows // HTTP_PAGE_SIZE) + 1):
+            client.get(
+                "/test/page_number/bench", params={"page": page, "per_page": HTTP_PAGE_SIZE}
+            ).raise_for_status()
+    return process, url
+
+
+def child_synkro_http(rows: int, dest: str, table: str, api: str) -> dict:
+    from synkro_dagster.connectors.http import HttpConnector
+    from synkro_dagster.contracts import Integration
+    from synkro_dagster.datalayer.resource import DataLayer, LoadContext, TableTarget
+    from synkro_dagster.specs.models import SourceSpec
+
+    spec = SourceSpec.model_validate(
+        {
+            "name": "peers_http",
+            "engine": "http",
+            "config": {"base_url": {}},
+            "http": {
+                "base_url": "{base_url}/test",
+                "records": "data",
+                "pagination": {
+                    "kind": "page_number",
+                    "page_size_param": "per_page",
+                    "page_size": HTTP_PAGE_SIZE,
+                    "total_pages": "meta.total_pages",
+                },
+            },
+            "streams": [
+                {"name": "bench", "primary_key": "id", "http": {"path": "/page_number/bench"}}
+            ],
+        }
+    )
+    stream = spec.stream("bench")
+    integration = Integration(
+        id="bench", tenant="bench", spec="peers_http", config={"base_url": api}
+    )
+    layer = DataLayer(database_url=dest)
+    target = TableTarget(schema="public", table=table, primary_key=["id"], write_mode="merge")
+    started = time.perf_counter()
+    with HttpConnector().session(spec, integration) as session:
+        stats = layer.load(
+            target,
+            session.read(stream, None),
+            LoadContext(tenant_id="bench", integration_id="bench", stream="bench", run_id="b"),
+        )
+    seconds = time.perf_counter() - started
+    assert stats.rows_inserted == rows, stats
+    return {"seconds": seconds}
+
+
+def child_dlt_rest_api(rows: int, dest: str, table: str, api: str, disposition: str) -> dict:
+    import dlt
+    import sqlalchemy as sa
+    from dlt.sources.rest_api import rest_api_source
+
+    url = sa.make_url(dest)
+    credentials = url.set(drivername="postgresql", password=url.password or "unused")
+    pipeline = dlt.pipeline(
+        pipeline_name=f"peers_{table}",
+        destination=dlt.destinations.postgres(
+            credentials=credentials.render_as_string(hide_password=False)
+        ),
+        dataset_name=table,
+        pipelines_dir=str(ROOT / "temp" / "bench-dlt" / table),
+    )
+    source = rest_api_source(
+        {
+            "client": {
+                "base_url": f"{api}/test/page_number/",
+                "paginator": {
+                    "type": "page_number",
+                    "base_page": 1,
+                    "page_param": "page",
+                    "total_path": "meta.total_pages",
+                },
+            },
+            "resource_defaults": {
+                "primary_key": "id",
+                "write_disposition": disposition,
+                "endpoint": {"params": {"per_page": HTTP_PAGE_SIZE}},
+            },
+            "resources": [
+                {"name": "bench", "endpoint": {"path": "bench", "data_selector": "data"}}
+            ],
+        }
+    )
+    started = time.perf_counter()
+    info = pipeline.run(source)
+    seconds = time.perf_counter() - started
+    info.raise_on_failed_jobs()
+    return {"seconds": seconds}
+
+
 # --- the orchestration --------------------------------------------------------------------------
 
 
-def _child(python: str, method: str, rows: int, dest: str, table: str, limit: int = 0) -> float:
+def _child(
+    python: str, method: str, rows: int, dest: str, table: str, limit: int = 0, api: str = ""
+) -> float:
     args = [python, __file__, "--child", method, "--rows", str(rows), "--dest", dest]
-    args += ["--pandas-rows", str(limit or rows)]
+    args += ["--pandas-rows", str(limit or rows), "--api", api]
     # dlt's pyarrow backend sees MariaDB's DOUBLE as decimals whose precision varies by batch;
     # without lossless promotion it refuses the second batch.
     env = {**os.environ, "DATA_WRITER__ARROW_CONCAT_PROMOTE_OPTIONS": "default"}
@@ -245,14 +372,21 @@ def main() -> None:
     parser.add_argument(
         "--skip-records", action="store_true", help="leave out Synkro's (slow) records path"
     )
+    parser.add_argument("--source", choices=("mariadb", "http"), default="mariadb")
     parser.add_argument("--child", default=None)
     parser.add_argument("--dest", default=None)
     parser.add_argument("--table", default=None)
+    parser.add_argument("--api", default="")
     args = parser.parse_args()
 
     if args.child:
         method, rows, dest, table = args.child, args.rows, args.dest, args.table
-        if method == "synkro":
+        if method == "synkro-http":
+            result = child_synkro_http(rows, dest, table, args.api)
+        elif method.startswith("dlt-rest_api-"):
+            disposition = method.removeprefix("dlt-rest_api-")
+            result = child_dlt_rest_api(rows, dest, table, args.api, disposition)
+        elif method == "synkro":
             result = child_synkro(rows, dest, table, fast=True)
         elif method == "synkro-records":
             result = child_synkro(rows, dest, table, fast=False)
@@ -263,6 +397,10 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown method {method}")
         print(json.dumps(result))
+        return
+
+    if args.source == "http":
+        main_http(args)
         return
 
     # Only the parent imports Synkro's helpers: the peers' children run in their own environment.
@@ -338,6 +476,74 @@ def main() -> None:
     lines.append(f"Synkro fast path ÷ bare pipe: **{rate['synkro'] / rate['bare']:.2f}×**.")
     if "synkro-records" in rate:
         lines.append(f"Fast path ÷ records path: {rate['synkro'] / rate['synkro-records']:.2f}×.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+def main_http(args: argparse.Namespace) -> None:
+    from benchmarks.common import machine, scratch_database
+
+    bench = args.bench_python
+    if not os.path.exists(bench):
+        raise SystemExit(f"no benchmark environment at {bench}: bash benchmarks/peers_venv.sh")
+    methods = ["synkro-http", "dlt-rest_api-merge", "dlt-rest_api-append"]
+    server, api = start_http_source(args.rows)
+    load_start = os.getloadavg()[0]
+    started_at = dt.datetime.now(dt.UTC)
+    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    try:
+        with scratch_database(prefix="synkro_bench_peers") as dest:
+            import sqlalchemy as sa
+
+            from synkro_dagster.datalayer.migrations import migrate
+
+            engine = sa.create_engine(dest)
+            migrate(engine)
+            engine.dispose()
+            for round_no in range(args.rounds):
+                for method in methods:
+                    table = f"{method.replace('-', '_')}_{round_no}"
+                    python = sys.executable if method.startswith("synkro") else bench
+                    took = _child(python, method, args.rows, dest, table, api=api)
+                    seconds[method].append(took)
+                    print(f"round {round_no + 1} {method}: {took:.2f} s", file=sys.stderr)
+    finally:
+        server.kill()
+    load_end = os.getloadavg()[0]
+    rate = {m: args.rows / statistics.median(s) for m, s in seconds.items()}
+    names = {
+        "synkro-http": "Synkro: HttpConnector → DataLayer.load (merge by `id`), in process",
+        "dlt-rest_api-merge": 'dlt `rest_api` → postgres, `write_disposition="merge"` on `id`',
+        "dlt-rest_api-append": "dlt `rest_api` → postgres, default `append`",
+    }
+    lines = [
+        "## Peers benchmark (HTTP → PostgreSQL, first load)",
+        "",
+        f"Run {started_at:%Y-%m-%d %H:%M} UTC on {machine()}; load average (1 min) at start / end:"
+        f" {load_start:.1f} / {load_end:.1f} (the machine is shared with other work).",
+        f"Command: `python benchmarks/peers_bench.py --source http --rows {args.rows}"
+        f" --rounds {args.rounds}`. {args.rows:,} records of 6 fields from the demo API (pages of"
+        f" {HTTP_PAGE_SIZE:,} by page number, its own process, bodies pre-encoded by a warm-up"
+        f" pass), methods interleaved in {args.rounds} rounds, each in a fresh process; medians of"
+        " the child's own timing (imports excluded).",
+        "",
+        "| method | seconds per round | median records/s | ÷ dlt merge |",
+        "|---|---|---:|---:|",
+    ]
+    for method in methods:
+        runs = ", ".join(f"{s:.1f}" for s in seconds[method])
+        lines.append(
+            f"| {names[method]} | {runs} | {rate[method]:,.0f} |"
+            f" {rate[method] / rate['dlt-rest_api-merge']:.2f}× |"
+        )
+    lines += [
+        "",
+        f"Synkro ÷ dlt `rest_api` (merge): **{rate['synkro-http'] / rate['dlt-rest_api-merge']:.2f}×**;"
+        f" ÷ dlt `rest_api` (append): {rate['synkro-http'] / rate['dlt-rest_api-append']:.2f}×"
+        " (target ≥ 5× in process).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
