@@ -314,24 +314,33 @@ def test_the_response_limit_comes_from_the_environment(monkeypatch) -> None:
 
 def test_deep_nesting_is_a_clear_error_not_a_recursion_error() -> None:
     deep = "[" + '{"a":' * 100_000 + "1" + "}" * 100_000 + "]"
-    with (
-        local_server({"/items": lambda s: json_answer(deep)}) as api,
-        pytest.raises(SourceDataError) as refused,
-    ):
-        read(spec(None), api.url)
+    with local_server({"/items": lambda s: json_answer(deep)}) as api:
+        with pytest.raises(SourceDataError) as refused:
+            read(spec(None), api.url)
         message = str(refused.value)
         assert "stream 'items'" in message and "page 1" in message
         assert "nested deeper than 100 levels" in message and "SYNKRO_JSON_MAX_DEPTH" in message
-        # Deeper than the limit but parseable: named down to the record and field.
-        api.routes["/items"] = lambda s: json_answer(deep_json(150))
+        # Deeper than the limit but parseable: named down to the record and field, also when
+        # the records before it are flat.
+        flat_then_deep = '[{"id": 0, "v": 1}, ' + deep_json(150).removeprefix("[")
+        api.routes["/items"] = lambda s: json_answer(flat_then_deep)
         with pytest.raises(
-            SourceDataError, match="record 1, field 'v': JSON nested deeper than 100"
+            SourceDataError, match="record 2, field 'v': JSON nested deeper than 100"
         ):
             read(spec(None), api.url)
         # Within the limit, nesting is fine.
         ok = "[" + '{"id": 1, "n": ' + '{"a":' * 50 + "1" + "}" * 50 + "}]"
         api.routes["/items"] = lambda s: json_answer(ok)
         assert read(spec(None), api.url)[0]["id"] == 1
+
+
+def test_a_record_that_is_not_an_object_is_named_by_its_position() -> None:
+    body = json.dumps([{"id": 1, "name": "ok"}, ["id", 2]])
+    with (
+        local_server({"/items": lambda s: json_answer(body)}) as api,
+        pytest.raises(SourceDataError, match=r"page 1: record 2 of the records path .* is list"),
+    ):
+        read(spec(None), api.url)
 
 
 def test_a_lone_surrogate_is_named_with_stream_page_and_position() -> None:

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from itertools import chain
 from typing import Any
 from urllib.parse import quote
 
@@ -862,6 +863,8 @@ class HttpSession:
         self, name: str, number: int, response: httpx.Response, records: list, path: str
     ) -> None:
         """Every record is an object nested at most max_json_depth levels deep."""
+        if _flat_objects(records):
+            return
         where = (
             f"{self.describe(name, response.request.method, response.request.url)}, page {number}"
         )
@@ -1010,6 +1013,15 @@ class HttpSession:
             return int(raw) if raw is not None else None
         except (TypeError, ValueError):
             return None
+
+
+def _flat_objects(records: list) -> bool:
+    """Whether every record is an object with no object or array value (the usual page), found
+    in C-level passes over the types alone; anything else gets the per-record check."""
+    if not all(issubclass(kind, dict) for kind in set(map(type, records))):
+        return False
+    values = chain.from_iterable(map(dict.values, records))
+    return not any(issubclass(kind, dict | list) for kind in set(map(type, values)))
 
 
 def _field(record: Any, name: str) -> Any:
