@@ -99,6 +99,33 @@ def test_definitions_load_touches_no_database_and_no_network(monkeypatch, tmp_pa
     assert not (tmp_path / "embedded-postgres").exists()
 
 
+# Libraries only a run reading such a source needs; each costs tens to hundreds of milliseconds
+# in every process that loads the code location (code server, run worker, CLI, daemon).
+HEAVY_LIBRARIES = {"pandas", "numpy", "pyarrow", "openpyxl", "connectorx", "pymssql", "pgpq"}
+
+
+def test_definitions_load_imports_no_heavy_library() -> None:
+    """A fresh interpreter loading the code location (`synkro`, as Dagster does) and resolving
+    every job imports none of the connectors' heavy libraries."""
+    probe = (
+        "import json, sys, synkro\n"
+        "synkro.defs.resolve_all_job_defs()\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "SYNKRO_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+    )
+    assert result.returncode == 0, result.stderr
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert {"dagster", "synkro_dagster"} <= imported  # the probe saw the load
+    assert imported.isdisjoint(HEAVY_LIBRARIES), sorted(imported & HEAVY_LIBRARIES)
+
+
 def test_dagster_definitions_validate_passes() -> None:
     result = subprocess.run(
         [
