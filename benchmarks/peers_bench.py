@@ -345,13 +345,23 @@ def child_dlt_rest_api(rows: int, dest: str, table: str, api: str, disposition: 
 
 
 def _child(
-    python: str, method: str, rows: int, dest: str, table: str, limit: int = 0, api: str = ""
+    python: str,
+    method: str,
+    rows: int,
+    dest: str,
+    table: str,
+    limit: int = 0,
+    api: str = "",
+    code: Path | None = None,
 ) -> float:
     args = [python, __file__, "--child", method, "--rows", str(rows), "--dest", dest]
     args += ["--pandas-rows", str(limit or rows), "--api", api]
     # dlt's pyarrow backend sees MariaDB's DOUBLE as decimals whose precision varies by batch;
     # without lossless promotion it refuses the second batch.
     env = {**os.environ, "DATA_WRITER__ARROW_CONCAT_PROMOTE_OPTIONS": "default"}
+    if code is not None:
+        # Synkro's code from another checkout (an exported commit) in front of this one.
+        env["PYTHONPATH"] = str(code)
     child = subprocess.run(
         [*args, "--table", table], capture_output=True, text=True, cwd=ROOT, env=env
     )
@@ -377,6 +387,9 @@ def main() -> None:
     parser.add_argument("--dest", default=None)
     parser.add_argument("--table", default=None)
     parser.add_argument("--api", default="")
+    parser.add_argument(
+        "--before", default=None, help="with --source http: also Synkro as of this git ref"
+    )
     args = parser.parse_args()
 
     if args.child:
@@ -489,6 +502,15 @@ def main_http(args: argparse.Namespace) -> None:
     if not os.path.exists(bench):
         raise SystemExit(f"no benchmark environment at {bench}: bash benchmarks/peers_venv.sh")
     methods = ["synkro-http", "dlt-rest_api-merge", "dlt-rest_api-append"]
+    code: dict[str, Path] = {}
+    before_sha = ""
+    if args.before:
+        # Synkro as of another commit, interleaved beside this checkout's.
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from materialize_bench import export_commit
+
+        before_sha, code["synkro-http-before"] = export_commit(args.before)
+        methods.insert(1, "synkro-http-before")
     server, api = start_http_source(args.rows)
     load_start = os.getloadavg()[0]
     started_at = dt.datetime.now(dt.UTC)
@@ -506,7 +528,10 @@ def main_http(args: argparse.Namespace) -> None:
                 for method in methods:
                     table = f"{method.replace('-', '_')}_{round_no}"
                     python = sys.executable if method.startswith("synkro") else bench
-                    took = _child(python, method, args.rows, dest, table, api=api)
+                    took = _child(
+                        python, method.removesuffix("-before"), args.rows, dest, table,
+                        api=api, code=code.get(method),
+                    )  # fmt: skip
                     seconds[method].append(took)
                     print(f"round {round_no + 1} {method}: {took:.2f} s", file=sys.stderr)
     finally:
@@ -515,6 +540,9 @@ def main_http(args: argparse.Namespace) -> None:
     rate = {m: args.rows / statistics.median(s) for m, s in seconds.items()}
     names = {
         "synkro-http": "Synkro: HttpConnector → DataLayer.load (merge by `id`), in process",
+        "synkro-http-before": f"the same, Synkro as of `{args.before}` ({before_sha})"
+        if args.before
+        else "",
         "dlt-rest_api-merge": 'dlt `rest_api` → postgres, `write_disposition="merge"` on `id`',
         "dlt-rest_api-append": "dlt `rest_api` → postgres, default `append`",
     }
@@ -524,7 +552,7 @@ def main_http(args: argparse.Namespace) -> None:
         f"Run {started_at:%Y-%m-%d %H:%M} UTC on {machine()}; load average (1 min) at start / end:"
         f" {load_start:.1f} / {load_end:.1f} (the machine is shared with other work).",
         f"Command: `python benchmarks/peers_bench.py --source http --rows {args.rows}"
-        f" --rounds {args.rounds}`. {args.rows:,} records of 6 fields from the demo API (pages of"
+        f" --rounds {args.rounds}{f' --before {args.before}' if args.before else ''}`. {args.rows:,} records of 6 fields from the demo API (pages of"
         f" {HTTP_PAGE_SIZE:,} by page number, its own process, bodies pre-encoded by a warm-up"
         f" pass), methods interleaved in {args.rounds} rounds, each in a fresh process; medians of"
         " the child's own timing (imports excluded).",
