@@ -23,6 +23,9 @@ only where the two provably agree, and goes back to staging everywhere else:
 - the new cursor comes from the same SQL as always, over the cursor and key columns staged alone
   (records: the source's own text; typed batches: the landed values, their type unchanged).
 
+The table's advisory lock is taken at the first batch and held to the commit (staging takes it for
+the merge only), so another integration's load into the same table waits for a first load's COPY.
+
 A new table carries tenant, integration and run id as column defaults while the rows arrive
 (dropped before the commit), gets its primary key after the rows, and NOT NULL where the source
 declares it and the load brought no NULL: the table staging would have created.
