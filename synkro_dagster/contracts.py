@@ -206,6 +206,11 @@ class Part:
         to the part's savepoint and loads it again; False (the default) rejects it."""
         return False
 
+    def again(self) -> None:
+        """The data layer undid the part (rolled back to its savepoint) and reads it again from
+        the start, on the same path: its typed batches begin anew and its read stats are taken
+        back."""
+
     def before_commit(self, connection: Any) -> None:
         """Runs inside the load transaction after the part's rows are staged (a SQLAlchemy Connection)."""
 

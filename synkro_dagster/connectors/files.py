@@ -225,12 +225,23 @@ class FilePart(Part):
             return False
         self.read_path = "fallback"
         self.stats.read_paths[self.name] = f"records (pass-through refused: {_one_line(error)})"
+        self._take_back()
+        return True
+
+    def again(self) -> None:
+        """The pass-through is read again from the start (the data layer undid a direct load of
+        the file to stage it instead)."""
+        if self.read_path == "csv_copy":
+            self.read_path = "records"
+            self._take_back()
+
+    def _take_back(self) -> None:
+        """The read stats of an attempt the data layer rolled back."""
         if self._counted is not None:
             self.stats.files -= 1
             self.stats.bytes -= self.dropped.size
             self.stats.records -= self._counted
         self.records, self._counted = 0, None
-        return True
 
     def batches(self) -> Iterator[Batch]:
         try:

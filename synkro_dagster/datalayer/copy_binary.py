@@ -393,37 +393,47 @@ class TypedStaging:
         self.retype_stage(
             {stage: wanted.get(stage, types.TEXT) for stage in {*self.stage_types, *stages}}
         )
-        options = sql.SQL("format csv, delimiter {}, quote {}, encoding {}").format(
-            sql.Literal(batch.delimiter), sql.Literal(batch.quote), sql.Literal(batch.encoding)
-        )
-        if batch.force_null:
-            options = sql.SQL("{}, force_null ({})").format(
-                options,
-                sql.SQL(", ").join(sql.Identifier(self.columns[n].stage) for n in batch.force_null),
-            )
-        rows = self.stager.copy_raw(stages, batch.chunks, options)
+        rows = self.stager.copy_raw(stages, batch.chunks, self.csv_options(batch, staged=True))
         batch.rows = rows
         self.stager.part_rows += rows
         self.stage_filled.update(stages)
         for column, stage in zip(batch.columns, stages, strict=True):
             if column.convert is not None:
                 self.stage_convert[stage] = column.convert
-        self.check_csv(part, batch, rows)
+        self.check_csv(batch, rows, sql.Identifier(STAGE_TABLE), staged=True)
         return rows
 
-    def check_csv(self, part: Any, batch: CsvCopyBatch, rows: int) -> None:
+    def csv_options(self, batch: CsvCopyBatch, staged: bool) -> sql.Composable:
+        """The COPY options of a CSV pass-through into staging (`staged`) or the target."""
+        options = sql.SQL("format csv, delimiter {}, quote {}, encoding {}").format(
+            sql.Literal(batch.delimiter), sql.Literal(batch.quote), sql.Literal(batch.encoding)
+        )
+        if batch.force_null:
+            columns = [self.columns[n] for n in batch.force_null]
+            options = sql.SQL("{}, force_null ({})").format(
+                options,
+                sql.SQL(", ").join(sql.Identifier(c.stage if staged else c.name) for c in columns),
+            )
+        return options
+
+    def check_csv(
+        self, batch: CsvCopyBatch, rows: int, table: sql.Composable, staged: bool
+    ) -> None:
         """What the records path learns from the values of a column without a declared type:
-        whether it holds any (the connector has checked that none reads as a date)."""
+        whether it holds any (the connector has checked that none reads as a date). `table`:
+        staging (`staged`) or the target the rows were COPYed into."""
         undeclared = [self.columns[c.name] for c in batch.columns if c.declared is None]
         if not rows or not undeclared:
             return
         row = self.fetch_one(
             sql.SQL("select {} from {}").format(
                 sql.SQL(", ").join(
-                    sql.SQL("bool_or({} is not null)").format(sql.Identifier(column.stage))
+                    sql.SQL("bool_or({} is not null)").format(
+                        sql.Identifier(column.stage if staged else column.name)
+                    )
                     for column in undeclared
                 ),
-                sql.Identifier(STAGE_TABLE),
+                table,
             )
         )
         assert row is not None

@@ -26,6 +26,14 @@ only where the two provably agree, and goes back to staging everywhere else:
 The table's advisory lock is taken at the first batch and held to the commit (staging takes it for
 the merge only), so another integration's load into the same table waits for a first load's COPY.
 
+Files (isolated parts, one savepoint each) never take the path above. Only a file drop's first
+file with rows, a clean CSV pass-through needing no SQL conversion, into a table that does not
+exist yet, is COPYed straight into the table it creates (`csv_file`, `finish_file`), all inside
+the file's savepoint: a repeated key or a value PostgreSQL refuses rolls that file back, and it is
+staged and merged like any other file (`load_part`), landing exactly what staging lands. The
+files after it are staged and merged one by one as always (the table then has their
+integration's rows).
+
 A new table carries tenant, integration and run id as column defaults while the rows arrive
 (dropped before the commit), gets its primary key after the rows, and NOT NULL where the source
 declares it and the load brought no NULL: the table staging would have created.
@@ -44,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from synkro_dagster.contracts import CopyBatch, Part
+from synkro_dagster.contracts import CopyBatch, CsvCopyBatch, Part
 from synkro_dagster.datalayer import schema as types
 from synkro_dagster.datalayer.copy_binary import STAGE_TABLE, _fit, encode_arrow
 from synkro_dagster.errors import SynkroError
@@ -87,6 +95,11 @@ class DirectRestart(SynkroError):
     the data layer)."""
 
 
+class FileRestart(SynkroError):
+    """A file COPYed straight into the target was rolled back to its savepoint: it is staged
+    instead (never leaves the data layer)."""
+
+
 class DirectLoad:
     """The direct path of one load (see the module docstring); `load` is the `_Load` it serves."""
 
@@ -104,6 +117,8 @@ class DirectLoad:
         self._now: datetime | None = None  # the transaction's now(), for max_future
         self.savepoint: Any = None
         self.writer: Any = None
+        self.file_rows: int | None = None  # rows of a file COPYed by csv_file, not yet finished
+        self.file_declined = False  # a file went back to staging: the others of the load too
         self.stats_before = replace(
             load.stats,
             columns_added=list(load.stats.columns_added),
@@ -112,7 +127,7 @@ class DirectLoad:
 
     def eligible(self) -> bool:
         load, target = self.load, self.load.target
-        if not callable(load.reader) or target.write_mode != "merge":
+        if not load.direct_allowed or not callable(load.reader) or target.write_mode != "merge":
             return False
         if target.marker is not None or target.sweep is not None or load.partitioned:
             return False
@@ -346,6 +361,87 @@ class DirectLoad:
                     return None
             fitted.append((column, values))
         return fitted
+
+    # --- a CSV file into a new table --------------------------------------------------------
+
+    def file_eligible(self, part: Part, batch: CsvCopyBatch) -> bool:
+        """Whether a file's CSV pass-through can be COPYed straight into the target: a `merge`
+        stream without markers, sweeps, periods or declared NOT NULLs; the load's first file
+        with rows (nothing staged or merged before it); no SQL conversion and no sized type (the
+        staged values are the target's values as they are)."""
+        load, target = self.load, self.load.target
+        if not load.direct_allowed or self.active or self.file_declined or not part.isolated:
+            return False
+        if target.write_mode != "merge" or target.marker is not None or target.sweep is not None:
+            return False
+        if load.partitioned or load.read.not_null or load.columns or load.merged_parts:
+            return False
+        if any(c.convert is not None for c in batch.columns):
+            return False
+        declared = [
+            *target.column_hints.values(),
+            *load.read.column_types.values(),
+            *(c.declared for c in batch.columns if c.declared),
+        ]
+        return not any(types.exact_type(name) for name in declared)
+
+    def csv_file(self, part: Part, batch: CsvCopyBatch) -> int | None:
+        """COPY a clean CSV file into the table it creates (see `file_eligible`); None: the file
+        is staged. The file's savepoint covers everything done here: a PostgreSQL error is raised
+        as a FileRestart, on which the data layer rolls the file back and stages it (`load_part`)."""
+        load = self.load
+        if not self.file_eligible(part, batch):
+            return None
+        if types.existing_columns(load.conn, load.schema, load.table) is not None:
+            return None
+        load.lock_target()  # what the file's merge takes; held to the commit either way
+        if types.existing_columns(load.conn, load.schema, load.table) is not None:
+            return None
+        names = [column.name for column in batch.columns]
+        load.add_columns(names)
+        stage_types = dict(zip(names, (c.stage_type for c in batch.columns), strict=True))
+        for name in names:
+            if load.wanted_type(load.columns[name]) != stage_types[name]:
+                return None  # the merge would cast: staged
+        # The staging columns as staging would type them (the cursor is staged from the target).
+        load.retype_stage({load.columns[n].stage: stage_types[n] for n in names})
+        load.stager.close()
+        load.create_table(direct=True)
+        writer = load.new_stager(load.target_sql)
+        try:
+            rows = writer.copy_raw(tuple(names), batch.chunks, load.csv_options(batch, False))
+        except BaseException as error:
+            writer.abort(error)
+            writer.dispose()
+            if isinstance(error, psycopg.Error):
+                raise FileRestart(f"file {part.name}: {error}") from None
+            raise
+        writer.dispose()
+        batch.rows = rows
+        load.stager.part_rows += rows
+        load.check_csv(batch, rows, load.target_sql, staged=False)
+        self.file_rows = rows
+        return rows
+
+    def finish_file(self, part: Part) -> bool:
+        """After a file COPYed by `csv_file`: the table completed and the cursor moved as the
+        file's merge does; False when the file was staged (merge it)."""
+        load = self.load
+        if self.file_rows is None:
+            return False
+        rows, self.file_rows = self.file_rows, None
+        try:
+            self.complete_table()  # a repeated key fails the primary key
+        except _UNDO as error:
+            raise FileRestart(f"file {part.name}: {error}") from None
+        load.fresh_table = False
+        load.apply_comments(True)
+        load.stats.rows_inserted += rows
+        load.stats.load_path = "direct"
+        self.stage_cursor_columns()
+        load.stats.cursor_after = load.stats.cursor_before
+        load.advance_cursor()
+        return True
 
     def copy(self, part: Part, batch: CopyBatch) -> int | None:
         """Stream a binary COPY batch into a new target; None: stage it."""

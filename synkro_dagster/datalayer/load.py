@@ -53,7 +53,7 @@ from synkro_dagster.datalayer.copy_binary import (
     staged_value,
 )
 from synkro_dagster.datalayer.deletes import DELETED_AT, Marker
-from synkro_dagster.datalayer.direct import DirectLoad, DirectRestart
+from synkro_dagster.datalayer.direct import DirectLoad, DirectRestart, FileRestart
 from synkro_dagster.datalayer.identifiers import column_name, qualified, table_name
 from synkro_dagster.datalayer.state import (
     claim_part,
@@ -365,8 +365,10 @@ class _Load(TypedStaging):
         context: LoadContext,
         batch_rows: int,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        direct: bool = True,
     ) -> None:
         self.conn = conn
+        self.direct_allowed = direct  # False: always staged and merged (direct.py off)
         self.pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         self.cursor = self.pg.cursor()
         self.target = target
@@ -541,6 +543,21 @@ class _Load(TypedStaging):
             part.before_commit(self.conn)
             if savepoint is not None:
                 savepoint.commit()
+        except FileRestart as reason:
+            # A file COPYed straight into the target that staging handles its own way (a
+            # repeated key, a value PostgreSQL refuses): undone, and staged like the others.
+            assert savepoint is not None and self.direct is not None
+            self.stager.abort(reason)
+            savepoint.rollback()
+            self.columns, self._getter = snapshot, None
+            self.stats = stats
+            self.merged_parts, self.replaced, self.fresh_table = flags
+            self.stage_types, self.stage_filled = stage_snapshot
+            self.direct.file_declined = True
+            log.info("stream %s: staging part %s: %s", self.context.stream, part.name, reason)
+            part.again()
+            self.load_part(part)
+            return
         except (SourceDataError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as error:
             self.stager.abort(error)
             if savepoint is None:
@@ -584,6 +601,11 @@ class _Load(TypedStaging):
         A PostgreSQL error here (a value its column type rejects) is the part's: it becomes a
         SourceDataError naming the part, the row and the value, and the part is rolled back alone.
         """
+        if self.direct is not None and self.direct.finish_file(part):
+            self.merged_parts += 1
+            self.execute(sql.SQL("truncate {}").format(sql.Identifier(STAGE_TABLE)))
+            self.stage_filled.clear()
+            return
         attempt = self.conn.begin_nested()
         try:
             self.merge(loading=True)
@@ -679,9 +701,11 @@ class _Load(TypedStaging):
                 rows += self.stage_copy(part, batch) if landed is None else landed
                 continue
             if isinstance(batch, CsvCopyBatch):
+                landed = None
                 if direct is not None:
-                    direct.decline()  # a file: staged (and a part of its own)
-                rows += self.stage_csv(part, batch)
+                    direct.decline()  # a file: a part of its own, never the whole load direct
+                    landed = direct.csv_file(part, batch)
+                rows += self.stage_csv(part, batch) if landed is None else landed
                 continue
             if not isinstance(batch, list) and is_arrow_batch(batch):
                 landed = direct.arrow(part, batch) if direct is not None else None
@@ -1985,6 +2009,7 @@ def load_stream(
     context: LoadContext,
     batch_rows: int = 10_000,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    direct: bool = True,
 ) -> LoadStats:
     """Land a stream in `target` in one transaction and return what happened.
 
@@ -1994,7 +2019,7 @@ def load_stream(
     """
     started = time.perf_counter()
     with engine.connect() as conn:
-        load = _Load(conn, target, read, context, batch_rows, lock_timeout_s)
+        load = _Load(conn, target, read, context, batch_rows, lock_timeout_s, direct)
         try:
             with conn.begin():
                 load.run()
