@@ -552,7 +552,7 @@ def main_http(args: argparse.Namespace) -> None:
     rate = {m: args.rows / statistics.median(s) for m, s in seconds.items()}
     names = {
         "synkro-http": "Synkro: HttpConnector → DataLayer.load (merge by `id`), in process",
-        "synkro-http-before": f"the same, Synkro as of `{args.before}` ({before_sha})"
+        "synkro-http-before": f"the same, Synkro as of commit `{before_sha}`"
         if args.before
         else "",
         "dlt-rest_api-merge": 'dlt `rest_api` → postgres, `write_disposition="merge"` on `id`',
