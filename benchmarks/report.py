@@ -45,7 +45,7 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 200k rows × 10 columns, medians of 2 interleaved rounds, load average 32–46); before: 0.12× (records) | met |
 | SQL (MariaDB source) → PostgreSQL ÷ dlt `sql_database(backend="pyarrow")` | ≥ 2× | 5.25× (same run) | met |
 | SQL: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
-| files: 1M-row CSV through the file engine ÷ bare `psql \\copy` of the file | ≥ 0.4× | 0.43× with the CSV pass-through (medians of 3 interleaved rounds, 0.41–0.49× per round, load average 6.3–7.8); 0.45× and 0.34× in two earlier runs; precise path 0.08–0.22× in the same runs (was 0.17× quiet) | met (in two of three runs) |
+| files: 1M-row CSV through the file engine ÷ bare `psql \\copy` of the file | ≥ 0.4× | 0.63× with the CSV pass-through COPYed straight into the new table (medians of 3 interleaved rounds, 0.61–0.63× per round, load average 1.6–1.8); 0.45× staged and merged in the same rounds (0.43× under load 6.3–7.8 before); precise path 0.13× (0.08–0.22× in earlier runs) | met |
 | files: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
 | definitions load, 50 specs (fresh process) | about 1 s | 2.8 s in all: imports 2.4 s, specs → Definitions → resolved 0.35 s (3 ms a spec) | Synkro's part met |
 | definitions load, 2,000 integrations (fresh process) | < 2 s | 3.7 s, of which `import dagster` 2.0 s | **missed** |
@@ -85,8 +85,10 @@ in the load's transaction, with no staging table, merge or casts, wherever that 
 staging + merge land (`merge` streams without markers, sweeps or report periods, non-file parts,
 no sized declared types); a later changed type, repeated key or rejected value rolls it back and
 reads the stream again through staging (`test_datalayer_direct.py` compares both paths: md5 of the
-rows, column types, NOT NULLs, defaults, key, cursor, sync state). Files do not load straight into
-an empty target yet (each is staged and merged under its own savepoint).
+rows, column types, NOT NULLs, defaults, key, cursor, sync state). Of a file drop, the first clean
+CSV file of a first load into a new table goes straight into it too, inside its own savepoint
+(a repeated key or a refused value stages that file; `test_files_direct.py`); the other files are
+staged and merged one by one.
 
 The fixed cost of a CLI-launched run: `synkro backfill` submits the backfill from its own process
 with the code location loaded in process (Dagster's `dagster job backfill` starts a code server

@@ -150,8 +150,16 @@ def _both(
             2,
             1,
         ),
+        ({"orders_1.csv": HEADER, "orders_2.csv": GOOD_1}, "staging", 2, 0),
     ],
-    ids=["one-file", "several-files", "repeated-key", "refused-value-first", "empty-key-first"],
+    ids=[
+        "one-file",
+        "several-files",
+        "repeated-key",
+        "refused-value-first",
+        "empty-key-first",
+        "header-only-first",
+    ],
 )
 def test_a_first_file_load_lands_what_staging_lands(
     engine: sa.Engine,
