@@ -695,6 +695,8 @@ class _Load(TypedStaging):
         self.stage_convert.clear()
         rows = 0
         direct = self.direct
+        if direct is not None:
+            direct.file_rows = None  # only this part's own direct COPY is finished as its merge
         for batch in part.typed_batches():
             if isinstance(batch, CopyBatch):
                 landed = direct.copy(part, batch) if direct is not None else None
