@@ -40,7 +40,7 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | HTTP → PostgreSQL through `dg.materialize`: 100k records | (reported) | 20,000 records/s end to end, run overhead included | |
 | HTTP → PostgreSQL through `dg.materialize`: peak RSS 100k ÷ 10k records | flat | 1.01× | met |
 | HTTP → PostgreSQL in process ÷ dlt `rest_api` → postgres (200k records, pages of 1,000) | ≥ 5× | 6.9× (dlt merge on the key), 6.3× (dlt append); medians of 5 interleaved rounds, load average 1.1–1.9; 8.7–9.6× under load | met |
-| fixed cost of a CLI-launched run: `synkro backfill <spec> -i <id> --wait`, incremental sync, local instance with its daemon | halve it | 10.1 s → 5.7 s (0.56×), medians of 5 rounds interleaved with the code before, load average 4.2 at start, 1.7 at end; `dagster asset materialize` (in process, no queue) 3.1–3.2 s, unchanged | nearly: 0.56× |
+| fixed cost of a CLI-launched run: `synkro backfill <spec> -i <id> --wait`, incremental sync, local instance with its daemon | halve it | 10.1 s → 5.0 s (0.50×), medians of 5 rounds interleaved with the code before, load average 1.1 at start, 1.5 at end; `dagster asset materialize` (in process, no queue) 3.2 s, unchanged | met |
 | SQL (PostgreSQL source) → PostgreSQL ÷ bare `COPY TO STDOUT` → `COPY FROM STDIN` pipe | ≥ 0.4× | 0.46× with the binary COPY pass-through (200k rows, load average 17–19); was 0.15× (1M rows, quiet) | met |
 | SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 200k rows × 10 columns, medians of 2 interleaved rounds, load average 32–46); before: 0.12× (records) | met |
 | SQL (MariaDB source) → PostgreSQL ÷ dlt `sql_database(backend="pyarrow")` | ≥ 2× | 5.25× (same run) | met |
@@ -92,9 +92,10 @@ staged and merged one by one.
 
 The fixed cost of a CLI-launched run: `synkro backfill` submits the backfill from its own process
 with the code location loaded in process (Dagster's `dagster job backfill` starts a code server
-process first), the daemon looks at the run queue every second instead of every 5 s, and `--wait`
-polls every 0.5 s; what is left is Dagster's (the run worker process, events written to the
-local SQLite storage, interpreter shutdown) — see the section below. The
+process first), the daemon looks at the run queue every second instead of every 5 s, `--wait`
+polls every 0.5 s, and `synkro` commands exit without the interpreter's last garbage collections;
+what is left is Dagster's (the run worker process, events written to the local SQLite storage) —
+see the section below. The
 definitions-load miss is Dagster's own import time on this machine; Synkro's part (specs →
 assets) is a fraction of it.
 """
