@@ -41,9 +41,9 @@ Regenerate a section with its benchmark, then this page with `python benchmarks/
 | HTTP → PostgreSQL through `dg.materialize`: peak RSS 100k ÷ 10k records | flat | 1.01× | met |
 | HTTP → PostgreSQL in process ÷ dlt `rest_api` → postgres (200k records, pages of 1,000) | ≥ 5× | 6.9× (dlt merge on the key), 6.3× (dlt append); medians of 5 interleaved rounds, load average 1.1–1.9; 8.7–9.6× under load | met |
 | fixed cost of a CLI-launched run: `synkro backfill <spec> -i <id> --wait`, incremental sync, local instance with its daemon | halve it | 10.1 s → 5.0 s (0.50×), medians of 5 rounds interleaved with the code before, load average 1.1 at start, 1.5 at end; `dagster asset materialize` (in process, no queue) 3.2 s, unchanged | met |
-| SQL (PostgreSQL source) → PostgreSQL ÷ bare `COPY TO STDOUT` → `COPY FROM STDIN` pipe | ≥ 0.4× | 0.46× with the binary COPY pass-through (200k rows, load average 17–19); was 0.15× (1M rows, quiet) | met |
-| SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 200k rows × 10 columns, medians of 2 interleaved rounds, load average 32–46); before: 0.12× (records) | met |
-| SQL (MariaDB source) → PostgreSQL ÷ dlt `sql_database(backend="pyarrow")` | ≥ 2× | 5.25× (same run) | met |
+| SQL (PostgreSQL source) → PostgreSQL ÷ bare `COPY TO STDOUT` → `COPY FROM STDIN` pipe | ≥ 0.4× | 0.45× (median of three 1M-row runs: 0.47×, 0.45×, 0.41×; load average about 1) with the binary COPY pass-through; 0.46× at 200k rows under load 17–19; was 0.15× (1M rows, quiet) | met |
+| SQL (MariaDB source) → PostgreSQL ÷ bare `mysql --batch --quick \| psql \copy` | ≥ 0.4× | 0.47× (connectorx → Arrow → binary COPY; 1M rows × 10 columns, medians of 3 interleaved rounds, load average 0.0–0.8); the same 0.47× at 200k rows under load 32–46; before: 0.12× (records) | met |
+| SQL (MariaDB source) → PostgreSQL ÷ dlt `sql_database(backend="pyarrow")` | ≥ 2× | 5.02× (same 1M-row run); 5.25× at 200k rows under load | met |
 | SQL: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
 | files: 1M-row CSV through the file engine ÷ bare `psql \\copy` of the file | ≥ 0.4× | 0.63× with the CSV pass-through COPYed straight into the new table (medians of 3 interleaved rounds, 0.61–0.63× per round, load average 1.6–1.8); 0.45× staged and merged in the same rounds (0.43× under load 6.3–7.8 before); precise path 0.13× (0.08–0.22× in earlier runs) | met |
 | files: peak RSS 1M ÷ 100k rows | ≤ 1.3× | 1.00× | met |
