@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from synkro_dagster.connectors.sql import SqlConnector
 from synkro_dagster.contracts import BatchesPart, CopyBatch, Integration, StreamRead
+from synkro_dagster.datalayer.deletes import MassDeleteBlocked
 from synkro_dagster.datalayer.resource import DataLayer, LoadContext, LoadStats, TableTarget
 from synkro_dagster.specs.models import SourceSpec
 from synkro_dagster_tests.test_datalayer_typed import arrow, records
@@ -28,18 +29,29 @@ def layer(database_url: str) -> DataLayer:
     return DataLayer(database_url=database_url)
 
 
-def target(table: str, mode: str = "merge", cursor: str | None = "updated_at") -> TableTarget:
+def target(
+    table: str, mode: str = "merge", cursor: str | None = "updated_at", sweep: str | None = None
+) -> TableTarget:
     return TableTarget(
         schema="public",
         table=table,
         primary_key=["id"],
         write_mode=mode,  # type: ignore[arg-type]
         cursor_field=cursor,
+        sweep=sweep,  # type: ignore[arg-type]
     )
 
 
-def context(stream: str, integration: str = "acme", tenant: str = "A") -> LoadContext:
-    return LoadContext(tenant_id=tenant, integration_id=integration, stream=stream, run_id="run-1")
+def context(
+    stream: str, integration: str = "acme", tenant: str = "A", whole: bool = False
+) -> LoadContext:
+    return LoadContext(
+        tenant_id=tenant,
+        integration_id=integration,
+        stream=stream,
+        run_id="run-1",
+        reads_whole_source=whole,
+    )
 
 
 class Source:
@@ -59,6 +71,7 @@ def both_ways(
     batches: Callable[[], list[Any]],
     name: str,
     shared: bool = False,
+    whole: bool = False,
     **kwargs: Any,
 ) -> tuple[LoadStats, LoadStats, Source]:
     """The same batches loaded by a restartable read (may go direct) into `<name>_direct` and by a
@@ -72,11 +85,13 @@ def both_ways(
                 context(f"{table}_first", integration="first", tenant="T1"),
             )
     source = Source(batches)
-    direct = layer.load(target(f"{name}_direct", **kwargs), source, context(f"{name}_direct"))
+    direct = layer.load(
+        target(f"{name}_direct", **kwargs), source, context(f"{name}_direct", whole=whole)
+    )
     staging = layer.load(
         target(f"{name}_staging", **kwargs),
         StreamRead(parts=iter([BatchesPart(iter(batches()))])),
-        context(f"{name}_staging"),
+        context(f"{name}_staging", whole=whole),
     )
     return direct, staging, source
 
@@ -105,8 +120,14 @@ def landed(engine: sa.Engine, table: str) -> dict[str, Any]:
             sa.text("select relrowsecurity from pg_class where oid = cast(:r as text)::regclass"),
             {"r": table},
         ).scalar()
-        # Times of the load's transaction differ from load to load.
-        timed = ("_synkro_synced_at", "_synkro_valid_from", "_synkro_valid_to")
+        # Times of the load's transaction differ from load to load (which rows are soft-deleted
+        # is compared by `swept_ids`).
+        timed = (
+            "_synkro_synced_at",
+            "_synkro_valid_from",
+            "_synkro_valid_to",
+            "_synkro_deleted_at",
+        )
         names = [c[0] for c in columns if c[0] not in timed]
         listed = ", ".join(f'"{n}"' for n in names)
         count, digest = conn.execute(
@@ -143,7 +164,15 @@ def same_outcome(
     assert landed(engine, f"{name}_direct") == landed(engine, f"{name}_staging")
     assert direct.cursor_after == staging.cursor_after
     assert sync_state(engine, f"{name}_direct") == sync_state(engine, f"{name}_staging")
-    keys = ("rows_read", "rows_inserted", "rows_updated", "duplicates_collapsed", "future_records")
+    keys = (
+        "rows_read",
+        "rows_inserted",
+        "rows_updated",
+        "duplicates_collapsed",
+        "future_records",
+        "rows_deleted",
+        "deletes",
+    )
     assert [getattr(direct, k) for k in keys] == [getattr(staging, k) for k in keys]
     assert staging.load_path == "staging"
     return landed(engine, f"{name}_direct")
@@ -384,3 +413,167 @@ def test_the_cursor_is_the_one_staging_computes_whatever_its_type(
     same_outcome(engine, direct, staging, f"cur_{cursor}")
     assert direct.future_record_example == staging.future_record_example
     assert direct.cursor_after is not None
+
+
+# --- sweeping targets: a first load goes direct, the sweep after it removes nothing ------------
+
+
+def swept_ids(engine: sa.Engine, table: str, integration: str = "acme") -> list[int]:
+    """The integration's soft-deleted ids (a hard sweep leaves none)."""
+    with engine.connect() as conn:
+        if not conn.execute(
+            sa.text(
+                "select exists (select 1 from information_schema.columns"
+                " where table_name = :t and column_name = '_synkro_deleted_at')"
+            ),
+            {"t": table},
+        ).scalar():
+            return []
+        return list(
+            conn.execute(
+                sa.text(
+                    f"select id from {table} where integration_id = :i"
+                    " and _synkro_deleted_at is not null order by id"
+                ),
+                {"i": integration},
+            ).scalars()
+        )
+
+
+def read_again(layer: DataLayer, name: str, batches: list[Any], **kwargs: Any) -> list[LoadStats]:
+    """A second full read into both tables of `both_ways` (staged and merged: rows exist)."""
+    return [
+        layer.load(
+            target(f"{name}_{path}", **kwargs),
+            Source(lambda: batches),
+            context(f"{name}_{path}", whole=True),
+        )
+        for path in ("direct", "staging")
+    ]
+
+
+def second_read_sweeps_the_same(
+    layer: DataLayer, engine: sa.Engine, name: str, batches: list[Any], **kwargs: Any
+) -> list[int]:
+    """After a first load each way, a second full read lacking some keys sweeps the same rows of
+    both tables; returns the ids swept (hard: gone, soft: marked)."""
+    direct, staging = read_again(layer, name, batches, **kwargs)
+    assert direct.load_path == staging.load_path == "staging"
+    same_outcome(engine, direct, staging, name)
+    assert swept_ids(engine, f"{name}_direct") == swept_ids(engine, f"{name}_staging")
+    assert direct.deletes == f"{kwargs['sweep']} sweep: {direct.rows_deleted} row(s)"
+    with engine.connect() as conn:
+        kept: set[int] = set(
+            conn.execute(
+                sa.text(
+                    f"select id from {name}_direct where integration_id = 'acme'"
+                    + (" and _synkro_deleted_at is null" if kwargs["sweep"] == "soft" else "")
+                )
+            ).scalars()
+        )
+    assert kept == {record["id"] for batch in batches for record in batch}
+    return swept_ids(engine, f"{name}_direct")
+
+
+@pytest.mark.parametrize("sweep", ["soft", "hard"])
+@pytest.mark.parametrize("cursor", [None, "updated_at"])
+def test_a_sweeping_first_load_goes_direct_and_a_later_full_read_sweeps_as_after_staging(
+    layer: DataLayer, engine: sa.Engine, sweep: str, cursor: str | None
+) -> None:
+    name = f"sw_{sweep}_{cursor or 'full'}"
+    direct, staging, source = both_ways(
+        layer,
+        lambda: [records(1, 300), records(301, 100)],
+        name,
+        whole=True,
+        sweep=sweep,
+        cursor=cursor,
+    )
+    assert direct.load_path == "direct" and source.reads == 1
+    table = same_outcome(engine, direct, staging, name)
+    assert table["rows"] == 400 and direct.rows_deleted == 0
+    assert direct.deletes == f"{sweep} sweep: 0 row(s)"
+    names = [column[0] for column in table["columns"]]
+    assert ("_synkro_deleted_at" in names) == (sweep == "soft")
+    assert swept_ids(engine, f"{name}_direct") == []
+
+    # 101-200 are gone from the source: exactly those are swept, as after a staged first load.
+    swept = second_read_sweeps_the_same(
+        layer, engine, name, [records(1, 100), records(201, 200)], sweep=sweep, cursor=cursor
+    )
+    with engine.connect() as conn:
+        left = conn.execute(sa.text(f"select count(*) from {name}_direct")).scalar()
+    if sweep == "soft":
+        assert swept == list(range(101, 201)) and left == 400
+    else:
+        assert swept == [] and left == 300
+
+
+@pytest.mark.parametrize("sweep", ["soft", "hard"])
+def test_an_incremental_sweeping_first_load_goes_direct_and_skips_the_sweep_as_staging(
+    layer: DataLayer, engine: sa.Engine, sweep: str
+) -> None:
+    direct, staging, _ = both_ways(layer, lambda: [records(1, 50)], f"swinc_{sweep}", sweep=sweep)
+    assert direct.load_path == "direct"
+    same_outcome(engine, direct, staging, f"swinc_{sweep}")
+    assert direct.deletes is not None and "skipped: incremental read" in direct.deletes
+
+
+@pytest.mark.parametrize("sweep", ["soft", "hard"])
+def test_a_sweeping_first_load_into_a_shared_table_leaves_the_other_integration_alone(
+    layer: DataLayer, engine: sa.Engine, sweep: str
+) -> None:
+    name = f"swshared_{sweep}"
+    direct, staging, _ = both_ways(
+        layer, lambda: [records(100, 300)], name, shared=True, sweep=sweep, cursor=None
+    )
+    assert direct.load_path == "direct" and not direct.table_created
+    assert direct.deletes == f"{sweep} sweep: 0 row(s)"
+    assert same_outcome(engine, direct, staging, name)["rows"] == 500
+
+    second_read_sweeps_the_same(
+        layer, engine, name, [records(100, 100), records(300, 100)], sweep=sweep, cursor=None
+    )
+    for path in ("direct", "staging"):
+        assert swept_ids(engine, f"{name}_{path}", integration="first") == []
+        with engine.connect() as conn:
+            others = conn.execute(
+                sa.text(f"select count(*) from {name}_{path} where integration_id = 'first'")
+            ).scalar()
+        assert others == 200
+
+
+@pytest.mark.parametrize("sweep", ["soft", "hard"])
+def test_a_sweeping_first_load_that_goes_back_to_staging_sweeps_as_staging(
+    layer: DataLayer, engine: sa.Engine, sweep: str
+) -> None:
+    name = f"swdup_{sweep}"
+    batches = [records(1, 30), records(5, 1, changed=True), records(31, 30)]
+    direct, staging, source = both_ways(layer, lambda: batches, name, sweep=sweep, cursor=None)
+    assert direct.load_path == "staging" and source.reads == 2
+    same_outcome(engine, direct, staging, name)
+    assert direct.deletes == f"{sweep} sweep: 0 row(s)" and direct.duplicates_collapsed == 1
+
+    swept = second_read_sweeps_the_same(
+        layer, engine, name, [records(1, 20), records(41, 20)], sweep=sweep, cursor=None
+    )
+    assert swept == (list(range(21, 41)) if sweep == "soft" else [])
+
+
+def test_a_mass_sweep_after_a_direct_first_load_is_blocked_as_after_staging(
+    layer: DataLayer, engine: sa.Engine
+) -> None:
+    name = "swguard"
+    direct, staging, _ = both_ways(
+        layer, lambda: [records(1, 100)], name, sweep="soft", cursor=None
+    )
+    assert direct.load_path == "direct"
+    for path in ("direct", "staging"):
+        with pytest.raises(MassDeleteBlocked, match="soft sweep would remove 90 of 100 rows"):
+            layer.load(
+                target(f"{name}_{path}", sweep="soft", cursor=None),
+                Source(lambda: [records(1, 10)]),
+                context(f"{name}_{path}"),
+            )
+    assert landed(engine, f"{name}_direct") == landed(engine, f"{name}_staging")
+    assert swept_ids(engine, f"{name}_direct") == []

@@ -6,8 +6,10 @@ they arrive instead (same transaction, same lock, same cursor), which saves the 
 second full write and its casts. It lands exactly what staging and merge land, because it runs
 only where the two provably agree, and goes back to staging everywhere else:
 
-- `merge` streams without delete markers, sweeps or report periods; parts that are not isolated
-  files; no sized declared type (`numeric(10,2)`, `varchar(40)`: whether the values fit is known
+- `merge` streams without delete markers or report periods; parts that are not isolated files.
+  A sweep after a direct load is not run: the integration had no rows before (checked under the
+  table's lock, held to the commit), so every row it has is one this read brought and the sweep
+  would remove none (`_Load.finish_deletes` records it as staging does: 0 rows); no sized declared type (`numeric(10,2)`, `varchar(40)`: whether the values fit is known
   only once the whole load is staged); a shared table only when its other NOT NULL columns are
   the system ones;
 - a column's type is chosen from the batches seen so far exactly as staging chooses it from all
@@ -108,6 +110,7 @@ class DirectLoad:
         self.kind: str | None = None  # "records", "arrow" or "copy" once started
         self.allowed = self.eligible()
         self.fresh = False  # the target was created by this load
+        self.landed = False  # the whole load went direct (finish() ran)
         self.existing: dict[str, str] = {}  # the target's columns before this load
         self.types: dict[Any, str] = {}  # column key -> the type its target column has
         self.rows = 0
@@ -129,7 +132,7 @@ class DirectLoad:
         load, target = self.load, self.load.target
         if not load.direct_allowed or not callable(load.reader) or target.write_mode != "merge":
             return False
-        if target.marker is not None or target.sweep is not None or load.partitioned:
+        if target.marker is not None or load.partitioned:
             return False
         declared = [*target.column_hints.values(), *load.read.column_types.values()]
         return not any(types.exact_type(name) for name in declared)
@@ -506,6 +509,7 @@ class DirectLoad:
         self.savepoint.commit()
         self.writer.dispose()
         load.fresh_table = False
+        self.landed = True
 
     def complete_table(self) -> None:
         load = self.load

@@ -1005,6 +1005,11 @@ class _Load(TypedStaging):
             # What leaves for good: a changed row is one out and one in, so count the shrink.
             self.check_guard("replace", self.rows_before - after, self.rows_before)
         elif mode == "merge" and self.sweep_allowed():
+            if self.direct is not None and self.direct.landed:
+                # The integration had no rows before this load (direct.py): all it has now, this
+                # read brought, so the sweep removes none (its seen keys were never recorded).
+                self.swept(0)
+                return
             if types.existing_columns(self.conn, self.schema, self.table) is None:
                 return
             if self.rows_before is None:
@@ -1042,8 +1047,11 @@ class _Load(TypedStaging):
         )
         swept = max(self.cursor.rowcount, 0)
         self.check_guard(f"{self.target.sweep} sweep", swept, rows_before)
-        self.stats.rows_deleted += swept
-        self.stats.deletes = f"{self.target.sweep} sweep: {swept} row(s)"
+        self.swept(swept)
+
+    def swept(self, rows: int) -> None:
+        self.stats.rows_deleted += rows
+        self.stats.deletes = f"{self.target.sweep} sweep: {rows} row(s)"
 
     def marked(self) -> sql.Composable:
         assert self.target.marker is not None
