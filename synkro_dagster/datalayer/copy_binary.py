@@ -251,9 +251,9 @@ class TypedStaging:
                 raise SourceDataError(f"unsupported column type {stage_type!r} for typed staging")
         self.stager.close()
         self.execute(
-            sql.SQL("alter table {} {}").format(
+            types.alter_table(
                 sql.Identifier(STAGE_TABLE),
-                sql.SQL(", ").join(
+                (
                     sql.SQL("alter column {0} type {1} using {0}::{1}").format(
                         sql.Identifier(stage), sql.SQL(stage_type)
                     )

@@ -513,15 +513,7 @@ class DirectLoad:
 
     def complete_table(self) -> None:
         load = self.load
-        load.execute(
-            sql.SQL("alter table {} {}").format(
-                load.target_sql,
-                sql.SQL(", ").join(
-                    sql.SQL("alter column {} drop default").format(sql.Identifier(name))
-                    for name in _CONSTANTS
-                ),
-            )
-        )
+        load.execute(types.alter_columns(load.target_sql, "drop default", _CONSTANTS))
         declared = [c for c in load.columns.values() if c.key in load.read.not_null]
         if declared:
             row = load.fetch_one(
@@ -539,13 +531,7 @@ class DirectLoad:
             whole = [c for c, has_null in zip(declared, row, strict=True) if not has_null]
             if whole:
                 load.execute(
-                    sql.SQL("alter table {} {}").format(
-                        load.target_sql,
-                        sql.SQL(", ").join(
-                            sql.SQL("alter column {} set not null").format(sql.Identifier(c.name))
-                            for c in whole
-                        ),
-                    )
+                    types.alter_columns(load.target_sql, "set not null", (c.name for c in whole))
                 )
         load.add_primary_key()
 

@@ -826,11 +826,7 @@ class _Load(TypedStaging):
             column = _Column(key=key, name=name, stage=f"c{len(self.columns) + 1}")
             self.columns[key] = column
             added.append(sql.SQL("add column {} text").format(sql.Identifier(column.stage)))
-        self.execute(
-            sql.SQL("alter table {} {}").format(
-                sql.Identifier(STAGE_TABLE), sql.SQL(", ").join(added)
-            )
-        )
+        self.execute(types.alter_table(sql.Identifier(STAGE_TABLE), added))
 
     def null_key_error(self, part: Part, key: Any, record: Record) -> SourceDataError:
         where = f"stream '{self.context.stream}'"
@@ -1120,13 +1116,7 @@ class _Load(TypedStaging):
 
     def declared_types(self) -> dict[str, str]:
         """{column: its exact type as PostgreSQL prints it} of the target (numeric(8,2), ...)."""
-        self.cursor.execute(
-            sql.SQL(
-                "select attname, format_type(atttypid, atttypmod) from pg_attribute"
-                " where attrelid = {}::regclass and attnum > 0 and not attisdropped"
-            ).format(sql.Literal(self.target_sql.as_string(self.pg)))
-        )
-        return {name: kind for name, kind in self.cursor.fetchall()}
+        return {c.name: c.type for c in types.table_columns(self.conn, self.schema, self.table)}
 
     def replace(self, existing: dict[str, str]) -> None:
         """Swap this integration's rows for the staged ones, writing only what changed."""
@@ -1239,15 +1229,7 @@ class _Load(TypedStaging):
         ]
         if not relaxed:
             return
-        self.execute(
-            sql.SQL("alter table {} {}").format(
-                self.target_sql,
-                sql.SQL(", ").join(
-                    sql.SQL("alter column {} drop not null").format(sql.Identifier(n))
-                    for n in relaxed
-                ),
-            )
-        )
+        self.execute(types.alter_columns(self.target_sql, "drop not null", relaxed))
         self.stats.types_widened += [f"{name}: not null -> null" for name in relaxed]
 
     def apply_comments(self, created: bool) -> None:
@@ -1374,9 +1356,7 @@ class _Load(TypedStaging):
             if self.target.write_mode == "history":
                 # A view pins its columns' types; it is made again after the change.
                 self.execute(sql.SQL("drop view if exists {}").format(self.current_view_sql()))
-            self.execute(
-                sql.SQL("alter table {} {}").format(self.target_sql, sql.SQL(", ").join(changes))
-            )
+            self.execute(types.alter_table(self.target_sql, changes))
 
     def staged(self, column: _Column) -> sql.Composable:
         """The staged value of `column`, cast to its target type."""

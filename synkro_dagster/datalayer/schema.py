@@ -10,7 +10,7 @@ so a widened column never needs its staged values rewritten.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -174,6 +174,20 @@ def cast(expression: sql.Composable, type_name: str) -> sql.Composable:
     if type_name == TEXT:
         return expression
     return sql.SQL("{}::{}").format(expression, type_sql(type_name))
+
+
+def alter_table(table: sql.Composable, actions: Iterable[sql.Composable]) -> sql.Composed:
+    """One `alter table` statement doing every action (one table rewrite, one lock)."""
+    return sql.SQL("alter table {} {}").format(table, sql.SQL(", ").join(actions))
+
+
+def alter_columns(table: sql.Composable, action: str, names: Iterable[str]) -> sql.Composed:
+    """`alter table t alter column a <action>, alter column b <action>, ...` (action: SQL text
+    of Synkro's own, such as `drop default`)."""
+    return alter_table(
+        table,
+        (sql.SQL("alter column {} ").format(sql.Identifier(n)) + sql.SQL(action) for n in names),
+    )
 
 
 # --- inference -------------------------------------------------------------------------------
