@@ -25,16 +25,25 @@ DEFAULT_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 @contextmanager
 def scratch_database(
-    server_url: str = DEFAULT_SERVER_URL, prefix: str = "synkro_bench"
+    server_url: str = DEFAULT_SERVER_URL, prefix: str = "synkro_bench", migrated: bool = False
 ) -> Iterator[str]:
-    """A new database on the server for one benchmark run, dropped afterwards; yields its URL."""
+    """A new database on the server for one benchmark run, dropped afterwards; yields its URL.
+
+    `migrated`: with the data layer's migrations applied, as a sync's destination."""
     server = sqlalchemy_url(server_url)
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'create database "{name}"')
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        url = server.set(database=name).render_as_string(hide_password=False)
+        if migrated:
+            from synkro_dagster.datalayer.migrations import migrate
+
+            engine = sa.create_engine(url)
+            migrate(engine)
+            engine.dispose()
+        yield url
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'drop database if exists "{name}" with (force)')
@@ -54,6 +63,23 @@ def peak_rss_of_this_process() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def start_demo_api(records: int) -> tuple[subprocess.Popen[str], str]:
+    """The demo API in its own process, serving `records` benchmark records; (process, base URL)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synkro_dagster.demo.api_server", "--port", "0"]
+        + ["--bench-records", str(records)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    if not url.startswith("http://"):
+        process.kill()
+        raise RuntimeError(f"the API server did not start: {url!r}")
+    return process, url
 
 
 def run_child(script: str, *args: str) -> dict:

@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import start_demo_api  # noqa: E402
 from synkro_dagster.connectors.http import HttpConnector  # noqa: E402
 from synkro_dagster.contracts import Integration  # noqa: E402
 from synkro_dagster.demo.api_server import Credentials  # noqa: E402
@@ -66,29 +66,6 @@ def bench_spec(page_size: int) -> SourceSpec:
             ],
         }
     )
-
-
-def start_server(records: int) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "synkro_dagster.demo.api_server",
-            "--port",
-            "0",
-            "--bench-records",
-            str(records),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    url = process.stdout.readline().strip()
-    if not url.startswith("http://"):
-        process.kill()
-        raise RuntimeError(f"the API server did not start: {url!r}")
-    return process, url
 
 
 def run_bare(url: str, pages: int, page_size: int, token: str) -> tuple[int, float, float]:
@@ -131,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     total = args.pages * args.page_size
     token = Credentials().bearer_token
-    process, url = start_server(total)
+    process, url = start_demo_api(total)
     rows: list[tuple[int, str, float, float]] = []  # round, client, wall s, client CPU s
     try:
         # One unmeasured pass: the server encodes each page once and serves it from memory after,

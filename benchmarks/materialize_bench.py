@@ -35,7 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine, peak_rss_of_this_process, run_child, scratch_database  # noqa: E402
+from common import (  # noqa: E402
+    machine,
+    peak_rss_of_this_process,
+    run_child,
+    scratch_database,
+    start_demo_api,
+)
 
 SERVER_URL = os.environ.get(
     "SYNKRO_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -271,13 +277,11 @@ def cli_fixed_cost(rounds: int, before_ref: str | None) -> dict:
     """Rounds of both ways of launching, this checkout and (interleaved) `before_ref`'s."""
     import statistics
 
-    from http_bench import start_server
-
     roots = {"now": ROOT}
     before_sha = None
     if before_ref:
         before_sha, roots["before"] = export_commit(before_ref)
-    server, api_url = start_server(1_000)
+    server, api_url = start_demo_api(1_000)
     results: dict[str, list[dict]] = {label: [] for label in roots}
     imports: dict[str, list[dict]] = {label: [] for label in roots}
     checkouts: list[CliCheckout] = []
@@ -427,15 +431,13 @@ def main() -> None:
         return
     args.out = args.out or str(ROOT / "benchmarks/results/materialize.md")
 
-    from http_bench import start_server
-
     # The API serves all of its bench records, so each size gets its own server.
-    server, api_url = start_server(args.records // 10)
+    server, api_url = start_demo_api(args.records // 10)
     try:
         small = _run_child(api_url, args.records // 10, args.page_size)
     finally:
         server.kill()
-    server, api_url = start_server(args.records)
+    server, api_url = start_demo_api(args.records)
     try:
         large = _run_child(api_url, args.records, args.page_size)
     finally:

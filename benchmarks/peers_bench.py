@@ -231,18 +231,9 @@ HTTP_PAGE_SIZE = 1000
 
 def start_http_source(rows: int) -> tuple[subprocess.Popen[str], str]:
     """The demo API in its own process, serving `rows` benchmark records; (process, base URL)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "synkro_dagster.demo.api_server", "--port", "0"]
-        + ["--bench-records", str(rows)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    url = process.stdout.readline().strip()
-    if not url.startswith("http://"):
-        process.kill()
-        raise RuntimeError(f"the API server did not start: {url!r}")
+    from benchmarks.common import start_demo_api
+
+    process, url = start_demo_api(rows)
     # One pass over every page, so each method is then served the same pre-encoded bodies.
     import httpx
 
@@ -437,14 +428,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     started_at = dt.datetime.now(dt.UTC)
     seconds: dict[str, list[float]] = {m: [] for m in methods}
-    with scratch_database(prefix="synkro_bench_peers") as dest:
-        import sqlalchemy as sa
-
-        from synkro_dagster.datalayer.migrations import migrate
-
-        engine = sa.create_engine(dest)
-        migrate(engine)
-        engine.dispose()
+    with scratch_database(prefix="synkro_bench_peers", migrated=True) as dest:
         for round_no in range(args.rounds):
             for method in methods:
                 table = f"{method.replace('-', '_')}_{round_no}"
@@ -528,14 +512,7 @@ def main_http(args: argparse.Namespace) -> None:
     started_at = dt.datetime.now(dt.UTC)
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     try:
-        with scratch_database(prefix="synkro_bench_peers") as dest:
-            import sqlalchemy as sa
-
-            from synkro_dagster.datalayer.migrations import migrate
-
-            engine = sa.create_engine(dest)
-            migrate(engine)
-            engine.dispose()
+        with scratch_database(prefix="synkro_bench_peers", migrated=True) as dest:
             for round_no in range(args.rounds):
                 for method in methods:
                     table = f"{method.replace('-', '_')}_{round_no}"
