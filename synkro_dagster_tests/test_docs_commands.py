@@ -88,10 +88,10 @@ def test_every_doc_reads_and_no_command_needs_a_code_location_flag() -> None:
     assert blocks, "README.md and docs/*.md have no shell blocks"
     # One code location, `synkro`, found without flags: -m/-f/-w would load it under another name.
     flag = re.compile(
-        r"\bdagster(?:-daemon|-webserver)?\b[^\n]*\s(?:-m|-f|--module-name|--python-file)\s"
+        r"\bdagster(?:-daemon|-webserver)?\b[^\n]*\s(?:-m|-f|-w|--module-name|--python-file|--workspace)\s"
     )
     offending = [b.where for b in blocks if b.skip_reason is None and flag.search(b.text)]
-    assert not offending, f"documented dagster commands with -m/-f: {offending}"
+    assert not offending, f"documented dagster commands with -m/-f/-w: {offending}"
 
 
 # -- running them ---------------------------------------------------------------------------------
