@@ -141,12 +141,17 @@ def _both(
     ("files", "path", "loaded", "rejected"),
     [
         ({"orders_1.csv": GOOD_1}, "direct", 1, 0),
-        ({"orders_1.csv": GOOD_1, "orders_2.csv": GOOD_2, "orders_3.csv": LATER}, "direct", 3, 0),
+        (
+            {"orders_1.csv": GOOD_1, "orders_2.csv": GOOD_2, "orders_3.csv": LATER},
+            "direct, then staging",
+            3,
+            0,
+        ),
         ({"orders_1.csv": REPEATED, "orders_2.csv": GOOD_1}, "staging", 2, 0),
         ({"orders_1.csv": NO_SUCH_DAY, "orders_2.csv": GOOD_1}, "staging", 1, 1),
         (
             {"orders_1.csv": EMPTY_KEY, "orders_2.csv": GOOD_1, "orders_3.csv": GOOD_2},
-            "direct",
+            "direct, then staging",
             2,
             1,
         ),

@@ -206,7 +206,8 @@ class LoadStats:
     seconds: float = 0.0
     table_created: bool = False
     deletes: str | None = None  # what the delete handling did, e.g. "soft sweep: 3 rows"
-    # "direct": COPYed straight into an empty target (direct.py); "staging": staged and merged.
+    # "direct": COPYed straight into an empty target (direct.py); "staging": staged and merged;
+    # "direct, then staging": a file drop's first file went straight in, later files were merged.
     load_path: str = "staging"
 
     def as_metadata(self) -> dict[str, int | float | str]:
@@ -617,6 +618,8 @@ class _Load(TypedStaging):
                 # reader names the line and value (no per-value search here).
                 raise SourceDataError(f"{part.name}: {_first_line(error)}") from None
             raise self.merge_error(part, error) from None
+        if self.stats.load_path == "direct":
+            self.stats.load_path = "direct, then staging"  # an earlier file went straight in
         self.merged_parts += 1
         self.execute(sql.SQL("truncate {}").format(sql.Identifier(STAGE_TABLE)))
         self.stage_filled.clear()
